@@ -1,0 +1,5 @@
+import sys
+
+from perfmamba.cli import main
+
+sys.exit(main())

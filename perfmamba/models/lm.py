@@ -1,0 +1,165 @@
+"""The language model: embedding -> [RMSNorm -> mixer] x n_layer -> norm_f -> tied head.
+
+Module names follow mamba-ssm's `MambaLMHeadModel` (backbone.embedding, backbone.layers.{i}.norm/mixer,
+backbone.norm_f, lm_head) so that state dicts move between the two with `load_state_dict(strict=True)`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from perfmamba.models.common import PATHS, LayerCache, MixerBase, RMSNorm
+from perfmamba.models.components import span
+from perfmamba.models.config import ModelConfig, get_preset
+from perfmamba.models.mamba1 import Mamba1Mixer
+from perfmamba.models.mamba2 import Mamba2Mixer
+
+
+def build_mixer(config: ModelConfig, layer_idx: int, device=None, dtype=None) -> MixerBase:
+    factory = {"layer_idx": layer_idx, "device": device, "dtype": dtype}
+    d_state = config.layer_state(layer_idx)
+    if config.version == 1:
+        return Mamba1Mixer(config.d_model, d_state, config.d_conv, config.expand, config.dt_rank, **factory)
+    return Mamba2Mixer(
+        config.d_model, d_state, config.d_conv, config.expand, config.headdim, config.ngroups, config.chunk_size,
+        **factory,
+    )
+
+
+class Block(nn.Module):
+    """Pre-norm residual block. As in mamba-ssm, the residual stream is carried separately (in fp32 when
+    residual_in_fp32) and added before the norm of the next block."""
+
+    def __init__(self, config: ModelConfig, layer_idx: int, device=None, dtype=None) -> None:
+        super().__init__()
+        self.residual_in_fp32 = config.residual_in_fp32
+        self.norm = RMSNorm(config.d_model, eps=config.norm_epsilon, device=device, dtype=dtype)
+        self.mixer = build_mixer(config, layer_idx, device, dtype)
+
+    def _add_norm(self, hidden: Tensor, residual: Tensor | None) -> tuple[Tensor, Tensor]:
+        residual = hidden if residual is None else hidden + residual
+        with span("norm"):
+            hidden = self.norm(residual.to(self.norm.weight.dtype))
+        return hidden, residual.float() if self.residual_in_fp32 else residual
+
+    def forward(self, hidden: Tensor, residual: Tensor | None, cache: LayerCache | None = None):
+        hidden, residual = self._add_norm(hidden, residual)
+        return self.mixer(hidden, cache), residual
+
+    def step(self, hidden: Tensor, residual: Tensor | None, cache: LayerCache):
+        hidden, residual = self._add_norm(hidden, residual)
+        return self.mixer.step(hidden, cache), residual
+
+
+class Backbone(nn.Module):
+    def __init__(self, config: ModelConfig, device=None, dtype=None) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(config.padded_vocab_size, config.d_model, device=device, dtype=dtype)
+        self.layers = nn.ModuleList(Block(config, i, device, dtype) for i in range(config.n_layer))
+        self.norm_f = RMSNorm(config.d_model, eps=config.norm_epsilon, device=device, dtype=dtype)
+
+    def _final_norm(self, hidden: Tensor, residual: Tensor | None) -> Tensor:
+        residual = hidden if residual is None else hidden + residual
+        with span("norm"):
+            return self.norm_f(residual.to(self.norm_f.weight.dtype))
+
+
+class MambaLM(nn.Module):
+    """A Mamba-1 or Mamba-2 language model.
+
+    `model(input_ids)` returns logits (batch, L, padded_vocab_size). With `cache=model.allocate_cache(batch)` the
+    same call is a prefill that leaves every layer's conv and SSM state in the cache; `model.step(ids, cache)`
+    then decodes one token per sequence, and its logits equal the parallel forward's.
+    """
+
+    def __init__(self, config: ModelConfig, device=None, dtype=None) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = Backbone(config, device, dtype)
+        self.lm_head = nn.Linear(config.d_model, config.padded_vocab_size, bias=False, device=device, dtype=dtype)
+        self.lm_head.weight = self.backbone.embedding.weight  # tied, as every published Mamba checkpoint
+
+    @property
+    def mixers(self) -> list[MixerBase]:
+        return [block.mixer for block in self.backbone.layers]
+
+    def configure(self, *, path: str | None = None, backend: str | None = None) -> MambaLM:
+        """Choose the mixer path ("auto", "unfused", "fused") and the ops backend for every layer."""
+        if path is not None and path not in PATHS:
+            raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+        for module in self.modules():
+            if path is not None and isinstance(module, MixerBase):
+                module.path = path
+            if backend is not None and hasattr(module, "backend"):
+                module.backend = backend
+        return self
+
+    def forward(self, input_ids: Tensor, cache: list[LayerCache] | None = None) -> Tensor:
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, seqlen), got shape {tuple(input_ids.shape)}")
+        with span("embedding"):
+            hidden = self.backbone.embedding(input_ids)
+        residual = None
+        for i, block in enumerate(self.backbone.layers):
+            hidden, residual = block(hidden, residual, None if cache is None else cache[i])
+        hidden = self.backbone._final_norm(hidden, residual)
+        with span("lm_head"):
+            return self.lm_head(hidden)
+
+    def step(self, input_ids: Tensor, cache: list[LayerCache]) -> Tensor:
+        """Decode one token per sequence: input_ids (batch,) -> logits (batch, padded_vocab_size)."""
+        with span("embedding"):
+            hidden = self.backbone.embedding(input_ids)
+        residual = None
+        for block, layer_cache in zip(self.backbone.layers, cache, strict=True):
+            hidden, residual = block.step(hidden, residual, layer_cache)
+        hidden = self.backbone._final_norm(hidden, residual)
+        with span("lm_head"):
+            return self.lm_head(hidden)
+
+    def allocate_cache(self, batch: int, dtype: torch.dtype | None = None) -> list[LayerCache]:
+        return [mixer.allocate_cache(batch, dtype) for mixer in self.mixers]
+
+    @torch.inference_mode()
+    def generate(self, input_ids: Tensor, max_new_tokens: int) -> Tensor:
+        """Greedy decoding: prefill the prompt, then `max_new_tokens` recurrent steps. Returns (batch, new)."""
+        cache = self.allocate_cache(input_ids.shape[0])
+        token = self(input_ids, cache=cache)[:, -1].argmax(-1)
+        out = [token]
+        for _ in range(max_new_tokens - 1):
+            token = self.step(token, cache).argmax(-1)
+            out.append(token)
+        return torch.stack(out, dim=1)
+
+
+def _init_weights(model: MambaLM) -> None:
+    """mamba-ssm's initialisation (models/mixer_seq_simple.py::_init_weights), which training relies on."""
+    n_layer = model.config.n_layer
+    with torch.no_grad():
+        nn.init.normal_(model.backbone.embedding.weight, std=0.02)
+        for mixer in model.mixers:
+            # Residual-branch output projections are scaled by 1/sqrt(n_layer) (GPT-2's prenorm rescale).
+            nn.init.kaiming_uniform_(mixer.out_proj.weight, a=math.sqrt(5))
+            mixer.out_proj.weight /= math.sqrt(n_layer)
+
+
+def build_model(
+    preset_or_config: str | ModelConfig,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    seed: int = 0,
+) -> MambaLM:
+    """A freshly initialised model from a preset name (see `PRESETS`) or a `ModelConfig`; seeded."""
+    config = get_preset(preset_or_config) if isinstance(preset_or_config, str) else preset_or_config
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device} requested but torch sees no CUDA device")
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        model = MambaLM(config, device=device, dtype=dtype)
+        _init_weights(model)
+    return model

@@ -1,0 +1,36 @@
+"""Ops with mamba-ssm's signatures: each a pure-PyTorch reference, a CUDA kernel path and user plug-ins.
+
+`backend="auto"` (the default) runs an active plug-in, else the CUDA kernel for CUDA tensors when installed,
+else the reference. See `registry` for plugging in a kernel by dotted path or $PERFMAMBA_OPS.
+"""
+
+from perfmamba.ops.conv1d import causal_conv1d, causal_conv1d_ref, causal_conv1d_update, causal_conv1d_update_ref
+from perfmamba.ops.fused import mamba_inner, mamba_split_conv1d_scan
+from perfmamba.ops.norm import rms_norm, rms_norm_gated, rms_norm_gated_ref, rms_norm_ref
+from perfmamba.ops.registry import (
+    BackendUnavailableError,
+    backend_status,
+    load_env_plugins,
+    plug_in,
+    register,
+    resolve,
+    unplug,
+    use,
+)
+from perfmamba.ops.selective_scan import (
+    selective_scan,
+    selective_scan_ref,
+    selective_state_update,
+    selective_state_update_ref,
+)
+from perfmamba.ops.ssd import ssd_scan, ssd_scan_ref
+
+load_env_plugins()
+
+__all__ = [
+    "BackendUnavailableError", "backend_status", "causal_conv1d", "causal_conv1d_ref", "causal_conv1d_update",
+    "causal_conv1d_update_ref", "load_env_plugins", "mamba_inner", "mamba_split_conv1d_scan", "plug_in",
+    "register", "resolve", "rms_norm", "rms_norm_gated", "rms_norm_gated_ref", "rms_norm_ref", "selective_scan",
+    "selective_scan_ref", "selective_state_update", "selective_state_update_ref", "ssd_scan", "ssd_scan_ref",
+    "unplug", "use",
+]

@@ -1,0 +1,66 @@
+"""RMSNorm (block and final norms) and Mamba-2's gated RMSNorm: references beside mamba-ssm's Triton kernels."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from perfmamba.ops import _cuda
+from perfmamba.ops.registry import register, resolve
+
+
+def rms_norm_ref(x: Tensor, weight: Tensor, eps: float = 1e-5) -> Tensor:
+    xf = x.float()
+    out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
+    return out.to(x.dtype)
+
+
+def rms_norm_gated_ref(
+    x: Tensor, weight: Tensor, z: Tensor | None = None, eps: float = 1e-5, group_size: int | None = None,
+    norm_before_gate: bool = False,
+) -> Tensor:
+    """norm_before_gate=False: RMSNorm(x * silu(z)) * weight; True: RMSNorm(x) * weight * silu(z).
+    The mean square is taken per group of `group_size` channels (Mamba-2 with ngroups > 1)."""
+    dtype, d = x.dtype, x.shape[-1]
+    group_size = group_size or d
+    if d % group_size:
+        raise ValueError(f"channels ({d}) must be a multiple of group_size ({group_size})")
+    xf = x.float()
+    if z is not None and not norm_before_gate:
+        xf = xf * F.silu(z.float())
+    xg = xf.unflatten(-1, (d // group_size, group_size))
+    out = (xg * torch.rsqrt(xg.pow(2).mean(-1, keepdim=True) + eps)).flatten(-2) * weight.float()
+    if z is not None and norm_before_gate:
+        out = out * F.silu(z.float())
+    return out.to(dtype)
+
+
+def _rms_norm_cuda(x, weight, eps=1e-5):
+    return _cuda.kernel("rms_norm")(x, weight, None, eps=eps)
+
+
+def _rms_norm_gated_cuda(x, weight, z=None, eps=1e-5, group_size=None, norm_before_gate=False):
+    return _cuda.kernel("rms_norm_gated")(
+        x, weight, None, z=z, eps=eps, group_size=group_size, norm_before_gate=norm_before_gate
+    )
+
+
+register("rms_norm", "reference", rms_norm_ref)
+register("rms_norm", "cuda", _rms_norm_cuda, availability=_cuda.unavailable("rms_norm"))
+register("rms_norm_gated", "reference", rms_norm_gated_ref)
+register("rms_norm_gated", "cuda", _rms_norm_gated_cuda, availability=_cuda.unavailable("rms_norm_gated"))
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float = 1e-5, *, backend: str = "auto") -> Tensor:
+    _, fn = resolve("rms_norm", backend, x)
+    return fn(x, weight, eps)
+
+
+def rms_norm_gated(
+    x: Tensor, weight: Tensor, z: Tensor | None = None, eps: float = 1e-5, group_size: int | None = None,
+    norm_before_gate: bool = False, *, backend: str = "auto",
+) -> Tensor:
+    """mamba-ssm's `layernorm_gated.rmsnorm_fn` (Mamba-2's RMSNormGated)."""
+    _, fn = resolve("rms_norm_gated", backend, x)
+    return fn(x, weight, z, eps, group_size, norm_before_gate)

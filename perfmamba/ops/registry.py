@@ -1,0 +1,167 @@
+"""One registry for every op: which implementations exist, which are usable here, which one runs.
+
+Backends: "reference" (pure PyTorch, CPU and CUDA), "cuda" (mamba-ssm / causal-conv1d kernels) and plug-ins that
+a kernel developer registers by dotted path. "auto" resolves to the active plug-in for the op if there is one,
+else to "cuda" for CUDA tensors when the kernel imports, else to "reference". Asking for "cuda" where it cannot
+run is an error, never a silent fallback.
+
+Plug-ins reach every test and benchmark through the environment:
+    PERFMAMBA_OPS="selective_scan=mypkg.scan:selective_scan,ssd_scan=mypkg.ssd:ssd_scan"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+ENV_VAR = "PERFMAMBA_OPS"
+BUILTIN = ("reference", "cuda")
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend cannot run this op here (no GPU, kernel not installed, CPU tensors...)."""
+
+
+@dataclass
+class _Op:
+    name: str
+    impls: dict[str, Callable] = field(default_factory=dict)
+    # Returns None when usable, else the reason it is not (checked lazily: importing mamba-ssm is slow).
+    availability: dict[str, Callable[[], str | None]] = field(default_factory=dict)
+    active_plugin: str | None = None
+
+
+_OPS: dict[str, _Op] = {}
+
+
+def register(op: str, backend: str, fn: Callable | None = None, *, availability: Callable[[], str | None] | None = None):
+    """Register `fn` as `backend` of `op` (usable as a decorator)."""
+
+    def add(f: Callable) -> Callable:
+        entry = _OPS.setdefault(op, _Op(op))
+        entry.impls[backend] = f
+        if availability is not None:
+            entry.availability[backend] = availability
+        return f
+
+    return add(fn) if fn is not None else add
+
+
+def _op(op: str) -> _Op:
+    try:
+        return _OPS[op]
+    except KeyError:
+        raise ValueError(f"unknown op {op!r}; known ops: {', '.join(sorted(_OPS))}") from None
+
+
+def load_callable(path: str) -> Callable:
+    """Import 'package.module:function' (or 'package.module.function')."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise ValueError(f"plug-in path must look like 'package.module:function', got {path!r}")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cannot load plug-in {path!r}: {e}") from e
+    if not callable(obj):
+        raise ValueError(f"plug-in {path!r} is not callable")
+    return obj
+
+
+def plug_in(op: str, target: str | Callable, name: str = "plugin", *, activate: bool = True) -> str:
+    """Register a plug-in implementation of `op` (a callable or a dotted path) and make "auto" use it."""
+    entry = _op(op)
+    if name in BUILTIN:
+        raise ValueError(f"plug-in name {name!r} is reserved; pick another than {BUILTIN}")
+    fn = load_callable(target) if isinstance(target, str) else target
+    entry.impls[name] = fn
+    if activate:
+        entry.active_plugin = name
+    return name
+
+
+def unplug(op: str) -> None:
+    """Stop routing "auto" to a plug-in for `op`."""
+    _op(op).active_plugin = None
+
+
+@contextlib.contextmanager
+def use(op: str, target: str | Callable) -> Iterator[None]:
+    """Within the block, "auto" runs `target` for `op`: a backend name or a plug-in (dotted path / callable)."""
+    entry = _op(op)
+    previous = entry.active_plugin
+    if isinstance(target, str) and target in entry.impls:
+        entry.active_plugin = target
+    else:
+        plug_in(op, target, name=f"plugin:{target}" if isinstance(target, str) else "plugin")
+    try:
+        yield
+    finally:
+        entry.active_plugin = previous
+
+
+def load_env_plugins(value: str | None = None) -> list[str]:
+    """Activate the plug-ins named in $PERFMAMBA_OPS (or `value`): 'op=pkg.mod:fn,op2=...'."""
+    value = os.environ.get(ENV_VAR, "") if value is None else value
+    activated = []
+    for item in filter(None, (s.strip() for s in value.split(","))):
+        op, sep, path = item.partition("=")
+        if not sep:
+            raise ValueError(f"{ENV_VAR} entries must be 'op=package.module:function', got {item!r}")
+        plug_in(op.strip(), path.strip(), name=f"plugin:{path.strip()}")
+        activated.append(op.strip())
+    return activated
+
+
+def unavailable_reason(op: str, backend: str) -> str | None:
+    entry = _op(op)
+    if backend not in entry.impls:
+        return f"no {backend!r} implementation of {op} (have: {', '.join(entry.impls)})"
+    check = entry.availability.get(backend)
+    return check() if check is not None else None
+
+
+def resolve(op: str, backend: str = "auto", *tensors: torch.Tensor | None) -> tuple[str, Callable]:
+    """The (backend name, function) that runs `op` for these tensors."""
+    entry = _op(op)
+    on_cuda = any(t is not None and t.is_cuda for t in tensors)
+    if backend == "auto":
+        if entry.active_plugin is not None:
+            backend = entry.active_plugin
+        elif on_cuda and "cuda" in entry.impls and unavailable_reason(op, "cuda") is None:
+            backend = "cuda"
+        else:
+            backend = "reference" if "reference" in entry.impls else "cuda"
+    if backend not in entry.impls:
+        raise ValueError(f"unknown backend {backend!r} for {op}; available: auto, {', '.join(entry.impls)}")
+    reason = unavailable_reason(op, backend)
+    if reason is not None:
+        raise BackendUnavailableError(f"backend {backend!r} for {op} is unavailable: {reason}")
+    if backend == "cuda" and not on_cuda:
+        raise BackendUnavailableError(f"backend 'cuda' for {op} needs CUDA tensors, got CPU tensors")
+    return backend, entry.impls[backend]
+
+
+def backend_status() -> dict[str, dict[str, str]]:
+    """Per op and backend: "available" or "unavailable: <reason>" (plus which plug-in is active)."""
+    status = {}
+    for name, entry in sorted(_OPS.items()):
+        row = {}
+        for backend in entry.impls:
+            reason = unavailable_reason(name, backend)
+            row[backend] = "available" if reason is None else f"unavailable: {reason}"
+            if backend == entry.active_plugin:
+                row[backend] += " (active)"
+        status[name] = row
+    return status
+
+
+def ops() -> list[str]:
+    return sorted(_OPS)
