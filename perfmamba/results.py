@@ -85,7 +85,10 @@ def read_json(path: str | os.PathLike, *, kind: str | None = None) -> dict[str, 
 
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The commit of the perfmamba checkout (None outside a git checkout)."""
+    """The commit of the perfmamba checkout: $PERFMAMBA_GIT_COMMIT (for copies of a tree without .git), else
+    `git rev-parse HEAD`, else None."""
+    if os.environ.get("PERFMAMBA_GIT_COMMIT"):
+        return os.environ["PERFMAMBA_GIT_COMMIT"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,

@@ -26,7 +26,7 @@ KERNELS: dict[str, tuple[str, str]] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(op: str) -> tuple[Callable | None, str | None]:
     if not torch.cuda.is_available():
         return None, "no CUDA device (torch.cuda.is_available() is False)"

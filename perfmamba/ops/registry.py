@@ -39,7 +39,9 @@ class _Op:
 _OPS: dict[str, _Op] = {}
 
 
-def register(op: str, backend: str, fn: Callable | None = None, *, availability: Callable[[], str | None] | None = None):
+def register(
+    op: str, backend: str, fn: Callable | None = None, *, availability: Callable[[], str | None] | None = None
+):
     """Register `fn` as `backend` of `op` (usable as a decorator)."""
 
     def add(f: Callable) -> Callable:
