@@ -1,15 +1,25 @@
 """GPU tests carry `@pytest.mark.gpu` (needs a CUDA device) and `@pytest.mark.mamba_ssm` (needs its kernels);
-both skip with the reason on machines that lack them."""
+both skip with the reason on machines that lack them.
+
+This directory is on sys.path (pytest's rootdir conftest), so tests import shared helpers as
+`from strategies import ...`.
+"""
 
 import pytest
 import torch
+
+# The ops whose CUDA backend is mamba-ssm itself (causal-conv1d is a separate package, checked by its tests).
+MAMBA_SSM_OPS = ("selective_scan", "selective_state_update", "ssd_scan", "rms_norm", "rms_norm_gated")
 
 
 def _mamba_ssm_missing() -> str | None:
     from perfmamba.ops import backend_status
 
-    status = backend_status()["selective_scan"]["cuda"]
-    return None if status.startswith("available") else status
+    status = backend_status()
+    for op in MAMBA_SSM_OPS:
+        if status[op]["cuda"] != "available":
+            return f"{op}: {status[op]['cuda']}"
+    return None
 
 
 def pytest_collection_modifyitems(config, items):

@@ -5,7 +5,7 @@ else the reference. See `registry` for plugging in a kernel by dotted path or $P
 """
 
 from perfmamba.ops.conv1d import causal_conv1d, causal_conv1d_ref, causal_conv1d_update, causal_conv1d_update_ref
-from perfmamba.ops.fused import mamba_inner, mamba_split_conv1d_scan
+from perfmamba.ops.fused import mamba_inner, mamba_inner_ref, mamba_split_conv1d_scan, mamba_split_conv1d_scan_ref
 from perfmamba.ops.norm import rms_norm, rms_norm_gated, rms_norm_gated_ref, rms_norm_ref
 from perfmamba.ops.registry import (
     BackendUnavailableError,
@@ -29,7 +29,8 @@ load_env_plugins()
 
 __all__ = [
     "BackendUnavailableError", "backend_status", "causal_conv1d", "causal_conv1d_ref", "causal_conv1d_update",
-    "causal_conv1d_update_ref", "load_env_plugins", "mamba_inner", "mamba_split_conv1d_scan", "plug_in",
+    "causal_conv1d_update_ref", "load_env_plugins", "mamba_inner", "mamba_inner_ref", "mamba_split_conv1d_scan",
+    "mamba_split_conv1d_scan_ref", "plug_in",
     "register", "resolve", "rms_norm", "rms_norm_gated", "rms_norm_gated_ref", "rms_norm_ref", "selective_scan",
     "selective_scan_ref", "selective_state_update", "selective_state_update_ref", "ssd_scan", "ssd_scan_ref",
     "unplug", "use",

@@ -26,6 +26,8 @@ def rms_norm_gated_ref(
     group_size = group_size or d
     if d % group_size:
         raise ValueError(f"channels ({d}) must be a multiple of group_size ({group_size})")
+    if z is not None and z.shape != x.shape:
+        raise ValueError(f"z must have x's shape {tuple(x.shape)}, got {tuple(z.shape)}")
     xf = x.float()
     if z is not None and not norm_before_gate:
         xf = xf * F.silu(z.float())
@@ -53,14 +55,17 @@ register("rms_norm_gated", "cuda", _rms_norm_gated_cuda, availability=_cuda.unav
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float = 1e-5, *, backend: str = "auto") -> Tensor:
+    """RMSNorm over the last dim (the blocks' norms and norm_f): x * rsqrt(mean(x^2) + eps) * weight in fp32,
+    returned in x's dtype."""
     _, fn = resolve("rms_norm", backend, x)
-    return fn(x, weight, eps)
+    return fn(x, weight, eps=eps)
 
 
 def rms_norm_gated(
     x: Tensor, weight: Tensor, z: Tensor | None = None, eps: float = 1e-5, group_size: int | None = None,
     norm_before_gate: bool = False, *, backend: str = "auto",
 ) -> Tensor:
-    """mamba-ssm's `layernorm_gated.rmsnorm_fn` (Mamba-2's RMSNormGated)."""
+    """mamba-ssm's `layernorm_gated.rmsnorm_fn` (Mamba-2's RMSNormGated) without bias: x, z (..., d), weight (d,);
+    the mean square is taken per group of `group_size` channels (None: all d)."""
     _, fn = resolve("rms_norm_gated", backend, x)
-    return fn(x, weight, z, eps, group_size, norm_before_gate)
+    return fn(x, weight, z=z, eps=eps, group_size=group_size, norm_before_gate=norm_before_gate)

@@ -21,6 +21,7 @@ import torch
 
 ENV_VAR = "PERFMAMBA_OPS"
 BUILTIN = ("reference", "cuda")
+RESERVED = ("auto", *BUILTIN)
 
 
 class BackendUnavailableError(RuntimeError):
@@ -69,20 +70,30 @@ def load_callable(path: str) -> Callable:
     if not module_name or not attr:
         raise ValueError(f"plug-in path must look like 'package.module:function', got {path!r}")
     try:
-        obj = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"cannot load plug-in {path!r}: {e}") from e
+        module = importlib.import_module(module_name)
+    except Exception as e:  # noqa: BLE001 - any failure while importing the user's module is reported as theirs
+        raise ValueError(f"cannot load plug-in {path!r}: importing {module_name!r} failed: "
+                         f"{type(e).__name__}: {e}") from e
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise ValueError(f"cannot load plug-in {path!r}: module {module_name!r} has no attribute {attr!r}")
     if not callable(obj):
-        raise ValueError(f"plug-in {path!r} is not callable")
+        raise ValueError(f"plug-in {path!r} is not callable (got {type(obj).__name__})")
     return obj
 
 
 def plug_in(op: str, target: str | Callable, name: str = "plugin", *, activate: bool = True) -> str:
-    """Register a plug-in implementation of `op` (a callable or a dotted path) and make "auto" use it."""
+    """Register a plug-in implementation of `op` (a callable or a dotted path 'package.module:function') under
+    `name`, and make "auto" run it (unless activate=False). Returns the name.
+
+    The plug-in takes the op's signature minus `backend`: the leading tensors positionally, the optional
+    arguments by keyword, exactly as `perfmamba.ops.<op>` receives them."""
     entry = _op(op)
-    if name in BUILTIN:
-        raise ValueError(f"plug-in name {name!r} is reserved; pick another than {BUILTIN}")
+    if name in RESERVED:
+        raise ValueError(f"plug-in name {name!r} is reserved; pick another than {', '.join(RESERVED)}")
     fn = load_callable(target) if isinstance(target, str) else target
+    if not callable(fn):
+        raise ValueError(f"plug-in for {op} must be callable, got {type(fn).__name__}")
     entry.impls[name] = fn
     if activate:
         entry.active_plugin = name
@@ -96,11 +107,17 @@ def unplug(op: str) -> None:
 
 @contextlib.contextmanager
 def use(op: str, target: str | Callable) -> Iterator[None]:
-    """Within the block, "auto" runs `target` for `op`: a backend name or a plug-in (dotted path / callable)."""
+    """Within the block, "auto" runs `target` for `op`: a registered backend or plug-in name ("reference",
+    "cuda", ...), a dotted path 'package.module:function' or a callable."""
     entry = _op(op)
     previous = entry.active_plugin
     if isinstance(target, str) and target in entry.impls:
         entry.active_plugin = target
+    elif isinstance(target, str) and ":" not in target and "." not in target:
+        raise ValueError(
+            f"unknown backend {target!r} for {op}; registered: {', '.join(entry.impls)}, "
+            f"or a plug-in as 'package.module:function'"
+        )
     else:
         plug_in(op, target, name=f"plugin:{target}" if isinstance(target, str) else "plugin")
     try:
@@ -110,15 +127,21 @@ def use(op: str, target: str | Callable) -> Iterator[None]:
 
 
 def load_env_plugins(value: str | None = None) -> list[str]:
-    """Activate the plug-ins named in $PERFMAMBA_OPS (or `value`): 'op=pkg.mod:fn,op2=...'."""
+    """Activate the plug-ins named in $PERFMAMBA_OPS (or `value`): 'op=pkg.mod:fn,op2=...'. Returns the ops.
+
+    Called when perfmamba.ops is imported, so a plug-in set in the environment reaches every test, benchmark
+    and subprocess; call it again after changing the variable."""
     value = os.environ.get(ENV_VAR, "") if value is None else value
     activated = []
     for item in filter(None, (s.strip() for s in value.split(","))):
-        op, sep, path = item.partition("=")
-        if not sep:
+        op, sep, path = (part.strip() for part in item.partition("="))
+        if not sep or not op or not path:
             raise ValueError(f"{ENV_VAR} entries must be 'op=package.module:function', got {item!r}")
-        plug_in(op.strip(), path.strip(), name=f"plugin:{path.strip()}")
-        activated.append(op.strip())
+        try:
+            plug_in(op, path, name=f"plugin:{path}")
+        except ValueError as e:
+            raise ValueError(f"{ENV_VAR}={value!r}: {e}") from e
+        activated.append(op)
     return activated
 
 
@@ -152,15 +175,16 @@ def resolve(op: str, backend: str = "auto", *tensors: torch.Tensor | None) -> tu
 
 
 def backend_status() -> dict[str, dict[str, str]]:
-    """Per op and backend: "available" or "unavailable: <reason>" (plus which plug-in is active)."""
+    """Per op and backend: "available" or "unavailable: <reason>". When a plug-in or `use` override is active
+    for an op, its row also has "auto": the name that "auto" runs."""
     status = {}
     for name, entry in sorted(_OPS.items()):
         row = {}
         for backend in entry.impls:
             reason = unavailable_reason(name, backend)
             row[backend] = "available" if reason is None else f"unavailable: {reason}"
-            if backend == entry.active_plugin:
-                row[backend] += " (active)"
+        if entry.active_plugin is not None:
+            row["auto"] = entry.active_plugin
         status[name] = row
     return status
 
