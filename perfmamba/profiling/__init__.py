@@ -1,0 +1,49 @@
+"""Where the time, memory, FLOPs and bytes of a Mamba model go, per component, across sequence lengths.
+
+`profile(model, ProfileConfig(...))` sweeps sequence lengths, batch sizes, prefill / decode and the unfused /
+fused paths and returns a `ProfileResult` (`sweep`); `report` turns it into a terminal table, JSON, CSV and
+plots, and compares a dense model with a pruned one; `run_profile` is `perfmamba profile` as a function
+(`command`). `costs` is the analytical cost model, `timers` the span timers and kernel attribution, `memory`
+the memory tracking, `roofline` the device's measured peaks.
+"""
+
+from perfmamba.profiling.command import ProfileRun, run_profile
+from perfmamba.profiling.costs import (
+    Cost,
+    cache_bytes_per_sequence,
+    component_costs,
+    components_of,
+    flop_counter_by_component,
+    layer_costs,
+)
+from perfmamba.profiling.memory import LiveTensorTracker, MemoryProfile, measure_memory
+from perfmamba.profiling.report import (
+    ProfileComparison,
+    compare_profiles,
+    format_comparison,
+    format_table,
+    read_profile,
+    write_profile_json,
+    write_report,
+)
+from perfmamba.profiling.roofline import DevicePeaks, measure_peaks, roofline_point
+from perfmamba.profiling.sweep import (
+    ComponentStats,
+    PointResult,
+    ProfileConfig,
+    ProfileResult,
+    ScalingFit,
+    fit_scaling,
+    merge_results,
+    profile,
+)
+from perfmamba.profiling.timers import SpanTimer, kernel_attribution
+
+__all__ = [
+    "ComponentStats", "Cost", "DevicePeaks", "LiveTensorTracker", "MemoryProfile", "PointResult",
+    "ProfileComparison", "ProfileConfig", "ProfileResult", "ProfileRun", "ScalingFit", "SpanTimer",
+    "cache_bytes_per_sequence", "compare_profiles", "component_costs", "components_of", "fit_scaling",
+    "flop_counter_by_component", "format_comparison", "format_table", "kernel_attribution", "layer_costs",
+    "measure_memory", "measure_peaks", "merge_results", "profile", "read_profile", "roofline_point",
+    "run_profile", "write_profile_json", "write_report",
+]

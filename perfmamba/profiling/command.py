@@ -1,0 +1,118 @@
+"""`perfmamba profile`: the arguments and the one call behind them.
+
+`run_profile` is what the command does, as a function: profile a model (and, with `compare`, a pruned one under
+the same settings), write the report directory, return the text to print. `add_arguments` / `main` let the CLI
+stay a thin parser: `perfmamba profile --model PRESET_OR_PATH --seqlens 64,128 --batch 1 --mode prefill,decode
+--out DIR [--compare PRUNED_DIR]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from perfmamba.profiling.report import (
+    ProfileComparison,
+    compare_profiles,
+    format_comparison,
+    format_table,
+    write_comparison,
+    write_report,
+)
+from perfmamba.profiling.sweep import ProfileConfig, ProfileResult, profile
+
+
+@dataclass
+class ProfileRun:
+    result: ProfileResult
+    text: str  # the table (and the comparison) as printed
+    files: dict[str, Path] = field(default_factory=dict)
+    compared: ProfileResult | None = None
+    comparison: ProfileComparison | None = None
+
+
+def run_profile(
+    model: str | Path, config: ProfileConfig | None = None, *, out_dir: str | Path | None = None,
+    compare: str | Path | None = None, plots: bool = True,
+) -> ProfileRun:
+    """Profile `model` (preset or checkpoint directory); with `compare` also the pruned checkpoint `compare`
+    under the same config (the device's peaks measured once for both). With `out_dir` write profile.json /
+    .csv / .txt and plots there (the pruned model's report in `out_dir/compared`, the side-by-side in
+    compare.*)."""
+    config = config or ProfileConfig()
+    result = profile(model, config)
+    run = ProfileRun(result=result, text=format_table(result))
+    if out_dir is not None:
+        run.files = write_report(result, out_dir, plots=plots)
+    if compare is not None:
+        run.compared = profile(compare, config, peaks=result.peaks)
+        run.comparison = compare_profiles(result, run.compared)
+        run.text += "\n" + format_comparison(run.comparison)
+        if out_dir is not None:
+            compared_files = write_report(run.compared, Path(out_dir) / "compared", plots=plots)
+            run.files.update({f"compared_{k}": v for k, v in compared_files.items()})
+            run.files.update(write_comparison(run.comparison, out_dir))
+    return run
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
+    return values
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v for v in text.replace(" ", "").split(",") if v)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `perfmamba profile` options."""
+    parser.add_argument("--model", required=True, help="preset name (random weights) or checkpoint directory")
+    parser.add_argument("--seqlens", type=_ints, default=None,
+                        help="comma-separated sequence lengths (default 64..16384 on CUDA, 64..1024 on a CPU)")
+    parser.add_argument("--batch", type=_ints, default=(1,), help="comma-separated batch sizes (default 1)")
+    parser.add_argument("--mode", type=_names, default=("prefill", "decode"),
+                        help="prefill, decode or both (default prefill,decode)")
+    parser.add_argument("--path", type=_names, default=("unfused",),
+                        help="unfused, fused (CUDA, mamba-ssm) or both (default unfused)")
+    parser.add_argument("--device", default=None, help="cpu or cuda[:i] (default: cuda when available)")
+    parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
+                        help="default bfloat16 on CUDA, float32 on a CPU")
+    parser.add_argument("--backend", default="auto", help="ops backend: auto, reference, cuda or a plug-in")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per call (default 20 GPU / 5 CPU)")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up rounds (default 5 GPU / 1 CPU)")
+    parser.add_argument("--cuda-graphs", action="store_true", help="also time each call replayed from a CUDA graph")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory pass")
+    parser.add_argument("--no-plots", action="store_true", help="write no plots")
+    parser.add_argument("--budget-s", type=float, default=None, help="stop starting points after this many seconds")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads on a CPU (default 1: comparable across machines; 0 keeps torch's)")
+    parser.add_argument("--out", type=Path, default=None, help="report directory (JSON, CSV, table, plots)")
+    parser.add_argument("--compare", type=Path, default=None, metavar="PRUNED_DIR",
+                        help="also profile this (pruned) checkpoint and show per-component speedup and memory")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> ProfileConfig:
+    return ProfileConfig(
+        seqlens=args.seqlens, batch_sizes=args.batch, modes=args.mode, paths=args.path, device=args.device,
+        dtype=args.dtype, backend=args.backend, rounds=args.rounds, warmup=args.warmup,
+        cuda_graphs=args.cuda_graphs, memory=not args.no_memory, budget_s=args.budget_s,
+        cpu_threads=args.threads or None,
+        progress=not args.quiet,
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """The `perfmamba profile` handler: prints the table (and comparison), writes `--out` if given."""
+    run = run_profile(args.model, config_from_args(args), out_dir=args.out, compare=args.compare,
+                      plots=not args.no_plots)
+    print(run.text, end="")
+    if run.files:
+        print(f"\nwrote {len(run.files)} files to {args.out}")
+    return 0
