@@ -1,0 +1,68 @@
+"""asv: the model level (see perfmamba.bench.cases), prefill and decode, dense and pruned."""
+
+from perfmamba.bench.workloads import DependencyMissing, make_workload, peak_memory_bytes
+
+from .common import MODELS, PARAM_NAMES, _SpeedupBase, _TimingBase, device, skip_missing, timing_case, timing_params
+
+
+class ModelPrefill(_TimingBase):
+    level, mode = "model", "prefill"
+    params = timing_params(level, mode)
+
+
+class ModelDecode(_TimingBase):
+    level, mode = "model", "decode"
+    params = timing_params(level, mode)
+
+
+class ModelPrefillSpeedup(_SpeedupBase):
+    level, mode = "model", "prefill"
+    params = timing_params(level, mode, pruned_only=True)
+
+
+class ModelDecodeSpeedup(_SpeedupBase):
+    level, mode = "model", "decode"
+    params = timing_params(level, mode, pruned_only=True)
+
+
+class ModelPeakMemory:
+    """Peak GPU memory of one prefill call (torch.cuda.max_memory_allocated): asv's peakmem_ reads host RSS,
+    which does not see GPU memory. Skipped without CUDA."""
+
+    param_names = PARAM_NAMES
+    params = timing_params("model", "prefill")
+    timeout = 1200
+
+    def setup(self, *params):
+        self.case = timing_case("model", "prefill", *params)
+        self.device = device()
+        if self.device.type != "cuda":
+            raise NotImplementedError("peak GPU memory needs a CUDA device")
+        try:
+            self.workload = make_workload(self.case, self.device, MODELS)
+        except DependencyMissing as e:
+            raise skip_missing(e) from e
+
+    def track_peak_gpu_memory(self, *params):
+        return peak_memory_bytes(self.workload)
+
+    track_peak_gpu_memory.unit = "bytes"
+
+
+class ModelDecodeCache:
+    """Bytes of the decode cache (conv + SSM states of every layer): what pruning saves per sequence served."""
+
+    param_names = PARAM_NAMES
+    params = timing_params("model", "decode")
+
+    def setup(self, *params):
+        self.case = timing_case("model", "decode", *params)
+        try:
+            self.workload = make_workload(self.case, device(), MODELS)
+        except DependencyMissing as e:
+            raise skip_missing(e) from e
+
+    def track_cache_bytes(self, *params):
+        return self.workload.info["cache_bytes"]
+
+    track_cache_bytes.unit = "bytes"

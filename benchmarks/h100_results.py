@@ -1,0 +1,192 @@
+"""The GPU results grid (docs/results/h100.md): prefill latency, decode throughput and memory of state-pruned
+models against dense, with mamba-ssm's fused production kernels.
+
+    python benchmarks/h100_results.py speed --out DIR [--budget-s 480] [--smoke]
+    python benchmarks/h100_results.py table --out DIR > docs/results/h100_speed.md
+
+Speed depends on the pruned shape, not on which states were kept, so the speed grid times uniformly pruned
+shapes N' = N - floor(N r) with random weights (what `prune_states(..., allocation="uniform")` produces); the
+accuracy side (perplexity per criterion and ratio on a trained model) is `perplexity` below. Every finished point
+is appended to DIR/points.jsonl, and a rerun skips it, so the grid can be split across calls of limited length.
+
+Timing: `triton.testing.do_bench` (CUDA events, warm-up, L2 flushed between runs, median); dense and pruned are
+timed in the same process and compared as ratios. Decode runs one token per sequence for a serving batch through a
+CUDA graph of `model.step`, as mamba-ssm's generation does, so launch overhead does not hide the SSM's cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from perfmamba.models import build_model, get_preset
+
+SIZES = {1: ("mamba1-130m", "mamba1-1.4b"), 2: ("mamba2-130m", "mamba2-1.3b")}
+SEQLENS = (64, 512, 2048, 8192, 16384)
+RATIOS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
+PREFILL_BATCH = {"130m": 8, "1.4b": 4, "1.3b": 4}
+DECODE_BATCH = 64
+
+
+def pruned_d_state(n: int, ratio: float, multiple: int = 1) -> int:
+    """States kept at ratio r: k = N - floor(N r) (the paper's floor(N(1-r)) up to rounding), rounded down to
+    `multiple` (Mamba-2's fused kernel needs ngroups * N' % 4 == 0) and at least `multiple`."""
+    kept = n - math.floor(n * ratio + 1e-9)
+    return max(multiple, kept // multiple * multiple)
+
+
+def _bench_ms(fn, *, rep_ms: int = 200) -> float:
+    import triton.testing
+
+    return float(triton.testing.do_bench(fn, warmup=25, rep=rep_ms, return_mode="median"))
+
+
+def _prefill_point(model, batch: int, seqlen: int) -> dict:
+    ids = torch.randint(0, model.config.vocab_size, (batch, seqlen), device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    with torch.inference_mode():
+        model(ids)
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+        ms = _bench_ms(lambda: model(ids))
+    return {"prefill_ms": ms, "prefill_activation_peak_bytes": peak, "tokens_per_s": batch * seqlen / ms * 1e3}
+
+
+def _decode_point(model, batch: int) -> dict:
+    cache = model.allocate_cache(batch)
+    token = torch.randint(0, model.config.vocab_size, (batch,), device="cuda")
+    with torch.inference_mode():
+        model(token[:, None].repeat(1, 16), cache=cache)  # a short prompt fills the cache
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):  # warm-up outside the graph: Triton compiles here
+                model.step(token, cache)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            model.step(token, cache)
+        ms = _bench_ms(graph.replay)
+    cache_bytes = sum(c.nbytes for c in cache) // batch
+    return {"decode_step_ms": ms, "decode_tokens_per_s": batch / ms * 1e3, "decode_cache_bytes_per_seq": cache_bytes}
+
+
+def speed(out: Path, budget_s: float, smoke: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    points_file = out / "points.jsonl"
+    done = set()
+    if points_file.exists():
+        done = {json.loads(line)["id"] for line in points_file.read_text().splitlines() if line.strip()}
+    start = time.monotonic()
+    dtype = torch.bfloat16
+    sizes = {1: ("mamba1-tiny",), 2: ("mamba2-tiny",)} if smoke else SIZES
+    seqlens = (64, 256) if smoke else SEQLENS
+    for version, preset in ((v, p) for v, presets in sizes.items() for p in presets):
+        dense = get_preset(preset)
+        multiple = 4 // math.gcd(4, dense.ngroups) if version == 2 else 1
+        for ratio in RATIOS:
+            n = pruned_d_state(dense.d_state, ratio, multiple)
+            todo = [L for L in seqlens if f"{preset}|r={ratio}|L={L}" not in done]
+            decode_id = f"{preset}|r={ratio}|decode"
+            if not todo and decode_id in done:
+                continue
+            model = build_model(dense.replace(d_state=n), device="cuda", dtype=dtype).eval()
+            for L in todo:
+                if time.monotonic() - start > budget_s:
+                    print(f"budget of {budget_s:.0f}s spent; rerun to continue", flush=True)
+                    return
+                size = preset.split("-")[1]
+                row = {"id": f"{preset}|r={ratio}|L={L}", "preset": preset, "version": version, "ratio": ratio,
+                       "d_state": n, "seqlen": L, "batch": PREFILL_BATCH.get(size, 2), "dtype": str(dtype)}
+                try:
+                    row.update(_prefill_point(model, row["batch"], L))
+                except torch.cuda.OutOfMemoryError:
+                    row["error"] = "out of memory"
+                    torch.cuda.empty_cache()
+                _append(points_file, row)
+            if decode_id not in done:
+                row = {"id": decode_id, "preset": preset, "version": version, "ratio": ratio, "d_state": n,
+                       "batch": DECODE_BATCH, "dtype": str(dtype)}
+                row.update(_decode_point(model, DECODE_BATCH))
+                _append(points_file, row)
+            del model
+            torch.cuda.empty_cache()
+
+
+def _append(path: Path, row: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
+
+
+def load_points(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "points.jsonl").read_text().splitlines() if line.strip()]
+
+
+def table(out: Path) -> str:
+    """Markdown tables of speedup and memory reduction vs the dense model (r = 0) of the same preset."""
+    points = load_points(out)
+    by_id = {p["id"]: p for p in points}
+    lines = []
+    presets = sorted({p["preset"] for p in points}, key=lambda s: (s[5], get_preset(s).d_model))
+    for preset in presets:
+        lines += [f"### {preset} prefill (batch {by_id.get(f'{preset}|r=0.0|L=64', {}).get('batch', '?')}, bf16, "
+                  "fused path): latency ms (speedup vs dense)", ""]
+        seqlens = sorted({p["seqlen"] for p in points if p["preset"] == preset and "seqlen" in p})
+        lines += ["| r | N' | " + " | ".join(f"L={L}" for L in seqlens) + " |", "|---" * (len(seqlens) + 2) + "|"]
+        for ratio in RATIOS:
+            row = by_id.get(f"{preset}|r={ratio}|L={seqlens[0]}") if seqlens else None
+            if row is None:
+                continue
+            cells = []
+            for L in seqlens:
+                p, d = by_id.get(f"{preset}|r={ratio}|L={L}"), by_id.get(f"{preset}|r=0.0|L={L}")
+                if not p or "prefill_ms" not in p or not d or "prefill_ms" not in d:
+                    cells.append((p or {}).get("error", "-"))
+                else:
+                    cells.append(f"{p['prefill_ms']:.2f} ({d['prefill_ms'] / p['prefill_ms']:.2f}x)")
+            lines.append(f"| {ratio} | {row['d_state']} | " + " | ".join(cells) + " |")
+        lines += ["", f"### {preset} decode (batch {DECODE_BATCH}, CUDA graph of one step)", "",
+                  "| r | N' | step ms | tokens/s | speedup | cache bytes/seq | cache reduction |",
+                  "|---|---|---|---|---|---|---|"]
+        dense = by_id.get(f"{preset}|r=0.0|decode")
+        for ratio in RATIOS:
+            p = by_id.get(f"{preset}|r={ratio}|decode")
+            if p is None or dense is None:
+                continue
+            lines.append(
+                f"| {ratio} | {p['d_state']} | {p['decode_step_ms']:.3f} | {p['decode_tokens_per_s']:.0f} | "
+                f"{p['decode_tokens_per_s'] / dense['decode_tokens_per_s']:.2f}x | "
+                f"{p['decode_cache_bytes_per_seq']:,} | "
+                f"{1 - p['decode_cache_bytes_per_seq'] / dense['decode_cache_bytes_per_seq']:.1%} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["speed", "table"])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--budget-s", type=float, default=480.0)
+    parser.add_argument("--smoke", action="store_true", help="tiny presets and short sequences")
+    args = parser.parse_args(argv)
+    if args.what == "speed":
+        if not torch.cuda.is_available():
+            print("the speed grid needs a CUDA device", file=sys.stderr)
+            return 2
+        speed(args.out, args.budget_s, args.smoke)
+    else:
+        print(table(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

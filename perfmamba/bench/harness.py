@@ -1,0 +1,93 @@
+"""Running a case under pytest-benchmark without giving up correct GPU timing, and recording the results.
+
+pytest-benchmark times `target()` with a host clock and has no notion of CUDA streams, so `--benchmark-compare-fail`
+on its own would compare kernel launch times. `measure()` hands it a `RoundTimer` as the target and the timer's
+`prepare` (L2 flush + synchronize) plus any interleaved baselines as the untimed `setup`: every round then starts
+on an idle GPU and ends with the GPU drained, so pytest-benchmark's `stats` are host wall times per call, and the
+same rounds' CUDA-event times land in `extra_info["samples_s"]` (with `extra_info["clock"]`). The gate should
+read `extra_info["samples_s"]` where present (device time; `perfmamba compare` does) and `stats.data`
+(`--benchmark-save-data`) otherwise. On a CPU both are perf_counter times of the same calls.
+
+Under pytest-xdist pytest-benchmark disables itself (it refuses to time in parallel); `measure()` then runs the
+same rounds itself, and `Recorder` is what keeps the results: each test adds a record, workers ship theirs to
+the controller, which writes one file in pytest-benchmark's JSON layout (`benchmarks[].stats.data` and
+`extra_info`) plus our `schema_version`, `kind` and `environment` (`perfmamba.results.write_json`).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from perfmamba.bench.cases import Case
+from perfmamba.bench.timing import RoundTimer, Samples
+
+RESULT_KIND = "benchmark"
+
+
+def measure(
+    benchmark: Any | None, subject: Callable[[], object], device: torch.device, *, rounds: int, warmup: int,
+    baselines: Mapping[str, Callable[[], object]] | None = None,
+) -> tuple[Samples, dict[str, Samples]]:
+    """Time `subject` (through pytest-benchmark's `benchmark` fixture when it is enabled) and, interleaved with
+    it round by round, each of `baselines`. Returns (subject samples, baseline samples by name)."""
+    timer = RoundTimer(subject, device)
+    others = {name: RoundTimer(fn, device) for name, fn in (baselines or {}).items()}
+
+    def setup() -> None:
+        for other in others.values():
+            other.round()
+        timer.prepare()
+
+    if benchmark is not None and not getattr(benchmark, "disabled", False):
+        benchmark.pedantic(timer, setup=setup, rounds=rounds, warmup_rounds=warmup, iterations=1)
+    else:
+        for _ in range(warmup + rounds):
+            setup()
+            timer()
+    return timer.samples(skip=warmup), {name: t.samples(skip=warmup) for name, t in others.items()}
+
+
+def _stats(seconds: list[float]) -> dict[str, Any]:
+    """pytest-benchmark's stats keys, so that readers of its JSON read ours."""
+    q = statistics.quantiles(seconds, n=4, method="inclusive") if len(seconds) > 1 else [seconds[0]] * 3
+    return {
+        "min": min(seconds), "max": max(seconds), "mean": statistics.fmean(seconds),
+        "stddev": statistics.stdev(seconds) if len(seconds) > 1 else 0.0, "rounds": len(seconds),
+        "median": statistics.median(seconds), "iqr": q[2] - q[0], "q1": q[0], "q3": q[2],
+        "iterations": 1, "data": list(seconds),
+    }
+
+
+class Recorder:
+    """Benchmark records of one pytest session (or of one xdist worker)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def add(self, name: str, fullname: str, case: Case, samples: Samples, extra_info: Mapping[str, Any]) -> None:
+        self.records.append({
+            "name": name, "fullname": fullname, "group": f"{case.level}-{case.mode}", "case": case.id,
+            "params": asdict(case), "stats": _stats(list(samples.seconds)),
+            "extra_info": {"clock": samples.clock, **extra_info},
+        })
+
+    def extend(self, records: list[dict[str, Any]]) -> None:
+        self.records.extend(records)
+
+    def payload(self) -> dict[str, Any]:
+        return {"benchmarks": sorted(self.records, key=lambda r: r["fullname"])}
+
+
+def worker_gpu_index(worker_id: str | None, device_count: int) -> int | None:
+    """The GPU of pytest-xdist worker `worker_id` ("gw0", "gw1", ...): one worker per GPU, wrapping around when
+    there are more workers than GPUs. None outside xdist or without a GPU."""
+    if not worker_id or device_count < 1:
+        return None
+    if not worker_id.startswith("gw") or not worker_id[2:].isdigit():
+        raise ValueError(f"unexpected pytest-xdist worker id {worker_id!r}; expected 'gw<N>'")
+    return int(worker_id[2:]) % device_count

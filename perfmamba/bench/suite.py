@@ -1,0 +1,107 @@
+"""One benchmark case end to end: check the kernels, time the case (interleaved with its baselines), measure its
+memory, and check everything against the thresholds. The pytest-benchmark suite, the asv suite and the tests
+of the suite call these, so the three cannot measure or judge differently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from perfmamba.bench.cases import Case
+from perfmamba.bench.harness import measure
+from perfmamba.bench.thresholds import (
+    Thresholds,
+    assert_kernel_error,
+    assert_plugin_slowdown,
+    assert_rule,
+)
+from perfmamba.bench.timing import Samples, paired_ratio
+from perfmamba.bench.workloads import (
+    ModelCache,
+    Workload,
+    checked_ops,
+    kernel_error,
+    make_workload,
+    op_workload,
+    peak_memory_bytes,
+)
+from perfmamba.ops.registry import unavailable_reason
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    samples: Samples
+    baselines: dict[str, Samples] = field(default_factory=dict)
+    extra_info: dict[str, Any] = field(default_factory=dict)
+
+
+def builtin_backend(device: torch.device, op: str) -> str:
+    """What "auto" runs without plug-ins: the CUDA kernel on a GPU where it is installed, else the reference."""
+    return "cuda" if device.type == "cuda" and unavailable_reason(op, "cuda") is None else "reference"
+
+
+def check_kernels(case: Case, device: torch.device, thresholds: Thresholds) -> dict[str, Any]:
+    """Every op the case runs, through whatever "auto" resolves to, against its reference. Raises on the first
+    op past `kernel_max_rel_error`; returns {op: {"backend", "rel_error"}} for extra_info."""
+    out = {}
+    for op in checked_ops(case):
+        check = kernel_error(op, case, device)
+        out[op] = {"backend": check.backend, "rel_error": check.rel_error}
+        assert_kernel_error(thresholds, op, check.backend, check.rel_error, case.id)
+    return out
+
+
+def run_case(
+    case: Case, device: torch.device, *, models: ModelCache, rounds: int, warmup: int, benchmark: Any | None = None,
+) -> CaseResult:
+    """Time `case`; a pruned case is timed interleaved with its dense twin (speedup: `paired_ratio`), and an
+    op-level case whose op runs a plug-in interleaved with the built-in backend (plugin_slowdown). No thresholds
+    are checked here (`check_result`)."""
+    workload: Workload = make_workload(case, device, models)
+    baselines = {}
+    if case.pruned:
+        baselines["dense"] = make_workload(case.dense(), device, models).fn
+    builtin = None
+    if case.level == "op":
+        builtin = builtin_backend(device, workload.info["op"])
+        if workload.info["backend"] != builtin:
+            baselines["builtin"] = op_workload(case, device, backend=builtin).fn
+    samples, base = measure(benchmark, workload.fn, device, rounds=rounds, warmup=warmup, baselines=baselines)
+    extra: dict[str, Any] = {"case": case.id, "device": str(device), **workload.info, **samples.summary()}
+    extra["samples_s"] = list(samples.seconds)
+    if "dense" in base:
+        extra["dense_median_s"] = base["dense"].median
+        extra["speedup"] = paired_ratio(base["dense"], samples)
+    if "builtin" in base:
+        extra["builtin_backend"] = builtin
+        extra["builtin_median_s"] = base["builtin"].median
+        extra["plugin_slowdown"] = paired_ratio(samples, base["builtin"])
+    peak = peak_memory_bytes(workload)
+    if peak is not None:
+        extra["peak_memory_bytes"] = peak
+        if case.pruned:
+            dense_peak = peak_memory_bytes(make_workload(case.dense(), device, models))
+            extra["dense_peak_memory_bytes"] = dense_peak
+            extra["memory_reduction"] = 1.0 - peak / dense_peak
+    if case.pruned and case.mode == "decode" and case.level != "op":
+        dense_info = make_workload(case.dense(), device, models).info
+        extra["dense_cache_bytes"] = dense_info["cache_bytes"]
+        extra["cache_reduction"] = 1.0 - workload.info["cache_bytes"] / dense_info["cache_bytes"]
+    return CaseResult(case, samples, base, extra)
+
+
+def check_result(result: CaseResult, thresholds: Thresholds) -> list[str]:
+    """Assert every threshold that applies to `result`; returns the names of those checked."""
+    checked = []
+    extra, case = result.extra_info, result.case
+    for kind, key in (("speedup", "speedup"), ("memory", "memory_reduction"), ("cache", "cache_reduction")):
+        if key in extra and assert_rule(thresholds, kind, case, extra[key]) is not None:
+            checked.append(kind)
+    if "plugin_slowdown" in extra:
+        assert_plugin_slowdown(thresholds, extra["op"], extra["backend"], extra["plugin_slowdown"], case.id)
+        checked.append("plugin_slowdown")
+    return checked
