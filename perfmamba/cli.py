@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 Handler = Callable[[argparse.Namespace], int]
 _HANDLERS: dict[str, Handler] = {}
@@ -43,7 +44,161 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-_ADDERS = [_add_info]
+# profile ------------------------------------------------------------------------------------------------
+def _add_profile(sub: argparse._SubParsersAction) -> None:
+    from perfmamba.profiling.command import add_arguments
+
+    p = sub.add_parser("profile", help="per-component time, memory, FLOPs and bytes over sequence lengths")
+    add_arguments(p)
+
+
+@_command("profile")
+def _profile(args: argparse.Namespace) -> int:
+    from perfmamba.profiling.command import main
+
+    return main(args)
+
+
+# prune --------------------------------------------------------------------------------------------------
+def _add_prune(sub: argparse._SubParsersAction) -> None:
+    from perfmamba.pruning import ALLOCATIONS, MODES
+
+    p = sub.add_parser("prune", help="calibrate, score and remove low-activity SSM states; write the checkpoint")
+    p.add_argument("--model", required=True, help="checkpoint directory or preset name (random weights)")
+    p.add_argument("--ratio", type=float, required=True, help="fraction of states to remove, in [0, 1)")
+    p.add_argument("--criterion", default="contribution",
+                   help="delta, energy, contribution, gramian, A or random (default contribution)")
+    p.add_argument("--allocation", default="uniform", choices=ALLOCATIONS, help="default uniform")
+    p.add_argument("--mode", default="remove", choices=MODES,
+                   help="remove (smaller d_state) or mask (pruned states zeroed; default remove)")
+    p.add_argument("--multiple", default=None,
+                   help="round kept states to: an integer, 'pow2', or 'legal' (the fused kernels' minimum)")
+    p.add_argument("--min-states", type=int, default=None, help="global allocation: fewest states per layer")
+    p.add_argument("--calib", default=None,
+                   help="calibration data: a text file or folder, 'stdlib', a .pt/.npy of token ids, or random:N")
+    p.add_argument("--calib-tokens", type=int, default=65536, help="at most this many calibration tokens")
+    p.add_argument("--tokenizer", default=None, help="Hugging Face tokenizer file for text calibration data")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--out", type=Path, required=True, help="directory for the pruned checkpoint and report")
+    p.add_argument("--no-heatmap", action="store_true", help="write no score heatmap")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@_command("prune")
+def _prune(args: argparse.Namespace) -> int:
+    from perfmamba.pruning import parse_multiple, prune_checkpoint
+
+    options = {}
+    if args.multiple is not None:
+        options["multiple"] = parse_multiple(args.multiple)
+    if args.min_states is not None:
+        options["min_states"] = args.min_states
+    report = prune_checkpoint(
+        args.model, args.out, ratio=args.ratio, criterion=args.criterion, allocation=args.allocation,
+        mode=args.mode, calib=args.calib, calib_tokens=args.calib_tokens, tokenizer=args.tokenizer,
+        device=args.device, heatmap=False if args.no_heatmap else None, progress=not args.quiet, **options,
+    )
+    print(report.summary())
+    print(f"wrote the pruned checkpoint and prune_report.json to {args.out}")
+    return 0
+
+
+# eval ---------------------------------------------------------------------------------------------------
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="perplexity of a model on real text (default: the Python stdlib's source)")
+    p.add_argument("--model", required=True, help="checkpoint directory or preset name (random weights)")
+    p.add_argument("--data", default=None, help="a text file or folder (default: the stdlib corpus, validation)")
+    p.add_argument("--tokenizer", default=None, help="Hugging Face tokenizer.json (default: bytes)")
+    p.add_argument("--split", default="auto", help="train, val, all or auto (default auto)")
+    p.add_argument("--seq-len", type=int, default=None, help="window length in tokens")
+    p.add_argument("--stride", type=int, default=None, help="window step (default seq-len: disjoint windows)")
+    p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass")
+    p.add_argument("--max-tokens", type=int, default=None, help="score only the first this many tokens")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--out", type=Path, default=None, help="write the result as JSON to this file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@_command("eval")
+def _eval(args: argparse.Namespace) -> int:
+    from perfmamba.eval import evaluate, write_eval
+
+    sizes = {k: v for k, v in (("seq_len", args.seq_len), ("batch_size", args.batch_size)) if v is not None}
+    result = evaluate(args.model, args.data, args.tokenizer, split=args.split, stride=args.stride,
+                      max_tokens=args.max_tokens, device=args.device, progress=not args.quiet, **sizes)
+    r = result.result
+    print(f"{result.model} on {result.corpus['id']} ({result.split}): perplexity {r.perplexity:.4f}, "
+          f"{r.bits_per_token:.4f} bits/token over {r.n_tokens} tokens")
+    if args.out is not None:
+        print(f"wrote {write_eval(args.out, result)}")
+    return 0
+
+
+# train --------------------------------------------------------------------------------------------------
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from perfmamba.eval import TRAIN_PRESETS
+
+    p = sub.add_parser("train", help="train a small model on the default corpus (resumable)")
+    p.add_argument("--preset", required=True, choices=sorted(TRAIN_PRESETS))
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the preset's recipe)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seq-len", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--data", default=None, help="a text file or folder (default: the stdlib corpus)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint directory (an unfinished run resumes)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@_command("train")
+def _train(args: argparse.Namespace) -> int:
+    from perfmamba.eval import train, train_config, training_summary
+
+    config = train_config(args.preset, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
+                          lr=args.lr, seed=args.seed, data=args.data)
+    out = train(config, args.out, device=args.device, progress=not args.quiet)
+    print(json.dumps(training_summary(out), indent=2))
+    return 0
+
+
+# compare ------------------------------------------------------------------------------------------------
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    from perfmamba.gate import CORRECTIONS, DEFAULT_ALPHA, DEFAULT_THRESHOLD
+
+    p = sub.add_parser("compare", help="the regression gate: BASE vs NEW results, exit 1 on a regression")
+    p.add_argument("base", help="pytest-benchmark JSON, asv results folder (DIR[@COMMIT]) or perfmamba JSON")
+    p.add_argument("new", help="the same kinds as BASE")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help=f"tolerated relative change (default {DEFAULT_THRESHOLD})")
+    p.add_argument("--thresholds", default=None, help="JSON/TOML file of {glob: threshold} per benchmark")
+    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"significance (default {DEFAULT_ALPHA})")
+    p.add_argument("--correction", default="holm", choices=CORRECTIONS)
+    p.add_argument("--higher-is-better", action="append", default=[], metavar="GLOB",
+                   help="benchmarks where more is better (besides speedups and rates); repeatable")
+    p.add_argument("--markdown", type=Path, default=None, help="also write the markdown table (CI comment)")
+    p.add_argument("--json", type=Path, default=None, help="also write the comparison as JSON")
+    p.add_argument("--fail-on-missing", action="store_true", help="exit 1 when a BASE benchmark is missing")
+
+
+@_command("compare")
+def _compare(args: argparse.Namespace) -> int:
+    from perfmamba.gate import RESULT_KIND, compare_files
+    from perfmamba.gate.report import to_markdown, to_text
+    from perfmamba.results import atomic_write_text, write_json
+
+    comparison = compare_files(args.base, args.new, threshold=args.threshold, thresholds=args.thresholds,
+                               alpha=args.alpha, correction=args.correction,
+                               higher_is_better=args.higher_is_better)
+    print(to_text(comparison))
+    if args.markdown is not None:
+        atomic_write_text(args.markdown, to_markdown(comparison))
+    if args.json is not None:
+        write_json(args.json, comparison.payload(), kind=RESULT_KIND)
+    return comparison.exit_code(fail_on_missing=args.fail_on_missing)
+
+
+_ADDERS = [_add_info, _add_profile, _add_prune, _add_eval, _add_train, _add_compare]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,11 +6,7 @@ from perfmamba import cli
 from perfmamba.models import load_model
 from perfmamba.pruning import PruneReport, parse_multiple
 
-needs_cli = pytest.mark.skipif("prune" not in getattr(cli, "_HANDLERS", {}),
-                               reason="perfmamba.cli has no 'prune' subcommand yet")
 
-
-@needs_cli
 def test_prune_command_writes_checkpoint_and_report(tmp_path, capsys):
     out = tmp_path / "pruned"
     rc = cli.main(["prune", "--model", "mamba1-tiny", "--ratio", "0.5", "--criterion", "contribution",
@@ -23,7 +19,6 @@ def test_prune_command_writes_checkpoint_and_report(tmp_path, capsys):
     assert "d_state" in capsys.readouterr().out
 
 
-@needs_cli
 @pytest.mark.parametrize("argv, message", [
     (["--ratio", "1.5"], "ratio must be in [0, 1), got 1.5"),
     (["--ratio", "0.5", "--criterion", "magic"], "unknown criterion 'magic'"),
