@@ -9,6 +9,7 @@ passed, failed or skipped, with the device and library versions.
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,12 +19,23 @@ from pathlib import Path
 from perfmamba.results import atomic_write_text, environment
 
 
-def run(out: Path, extra: list[str]) -> int:
+def _pytest(cmd: list[str], timeout_s: float | None) -> int:
+    """Run pytest; past `timeout_s`, interrupt it as Ctrl-C would, so that it still reports what ran."""
+    proc = subprocess.Popen(cmd)
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        print(f"gpu_test_report: pytest still running after {timeout_s:.0f} s; interrupting it", flush=True)
+        proc.send_signal(signal.SIGINT)
+        return proc.wait()
+
+
+def run(out: Path, extra: list[str], timeout_s: float | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         junit = Path(tmp) / "junit.xml"
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu or mamba_ssm",
-               f"--junitxml={junit}", *extra]
-        rc = subprocess.call(cmd)
+               f"--junitxml={junit}", "--durations=15", *extra]
+        rc = _pytest(cmd, timeout_s)
         cases = ET.parse(junit).getroot().iter("testcase")
         rows = []
         for case in cases:
@@ -55,5 +67,7 @@ def run(out: Path, extra: list[str]) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("docs/results/gpu_tests.md"))
+    parser.add_argument("--timeout-s", type=float, default=None,
+                        help="interrupt pytest after this long and report the tests that ran")
     args, extra = parser.parse_known_args()
-    sys.exit(run(args.out, [a for a in extra if a != "--"]))
+    sys.exit(run(args.out, [a for a in extra if a != "--"], args.timeout_s))

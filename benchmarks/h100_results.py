@@ -111,11 +111,16 @@ def speed(out: Path, budget_s: float, smoke: bool) -> None:
                 except torch.cuda.OutOfMemoryError:
                     row["error"] = "out of memory"
                     torch.cuda.empty_cache()
+                except Exception as e:  # noqa: BLE001 - one failing point must not lose the grid
+                    row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
                 _append(points_file, row)
             if decode_id not in done:
                 row = {"id": decode_id, "preset": preset, "version": version, "ratio": ratio, "d_state": n,
                        "batch": DECODE_BATCH, "dtype": str(dtype)}
-                row.update(_decode_point(model, DECODE_BATCH))
+                try:
+                    row.update(_decode_point(model, DECODE_BATCH))
+                except Exception as e:  # noqa: BLE001
+                    row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
                 _append(points_file, row)
             del model
             torch.cuda.empty_cache()

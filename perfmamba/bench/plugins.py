@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import time
 from collections.abc import Callable
 
 import torch
@@ -82,8 +83,53 @@ def _slowed(ref: Callable, length_of: Callable[[dict], int] | None, time_slice: 
     return slow
 
 
+def slowed_selective_scan(kernel: Callable, percent: float | None, name: str | None = None) -> Callable:
+    """`kernel` (any implementation with `selective_scan_ref`'s parameter names, the CUDA one too) plus
+    `percent`% more of its own work: the injected slowdown of the gate-quality runs."""
+    name = name or f"{getattr(kernel, '__name__', 'selective_scan')}_slow{percent:g}"
+    return _slowed(kernel, lambda a: a["u"].shape[-1], _time_slice_selective_scan, percent, name)
+
+
+def delayed(kernel: Callable, seconds: float, device: torch.device | str) -> Callable:
+    """`kernel` followed by `seconds` of busy waiting on `device` (the GPU spins in a kernel of its own,
+    `torch.cuda._sleep`; a CPU spins on the clock): exactly the same work, a known amount slower. The gate's
+    quality runs inject slowdowns of a few percent this way, since re-running a fraction of a CUDA scan costs
+    a launch and a copy that dwarf 1%."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        cycles = max(0, round(seconds * _gpu_cycles_per_second(device)))
+
+        def wait() -> None:
+            torch.cuda._sleep(cycles)
+    else:
+        def wait() -> None:
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                pass
+
+    def slow(*args, **kwargs):
+        out = kernel(*args, **kwargs)
+        wait()
+        return out
+
+    slow.__name__ = slow.__qualname__ = f"{getattr(kernel, '__name__', 'kernel')}_delayed"
+    return slow
+
+
+def _gpu_cycles_per_second(device: torch.device) -> float:
+    # torch.cuda._sleep spins for a number of clock cycles; calibrate against CUDA events once.
+    cycles = 10_000_000
+    torch.cuda._sleep(cycles)  # warm-up: clocks ramp up under load
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    torch.cuda._sleep(cycles)
+    end.record()
+    end.synchronize()
+    return cycles / (start.elapsed_time(end) / 1e3)
+
+
 def _selective_scan_slow(percent: float | None, name: str) -> Callable:
-    return _slowed(selective_scan_ref, lambda a: a["u"].shape[-1], _time_slice_selective_scan, percent, name)
+    return slowed_selective_scan(selective_scan_ref, percent, name)
 
 
 def _ssd_scan_slow(percent: float | None, name: str) -> Callable:
