@@ -5,10 +5,10 @@
 
 Each trial times the selective scan (the reference on a CPU, mamba-ssm's kernel on CUDA) as BASE, then, in a
 separate block of rounds as a CI job would, NEW: the same kernel (A/A) or a plug-in that does the same work and
-then waits 1%, 3% or 10% of the kernel's median time (`perfmamba.bench.plugins.delayed`: the GPU spins). `perfmamba.gate.compare` judges each pair
-at each threshold; the false-alarm rate is the share of A/A pairs called "regressed", the detection rate the share
-of slowed pairs called "regressed". The slowdown actually injected is measured too (the median ratio over all
-trials).
+then waits 1%, 3% or 10% of the kernel's median time (`perfmamba.bench.plugins.delayed`: the GPU spins).
+`perfmamba.gate.compare` judges each pair at each threshold; the false-alarm rate is the share of A/A pairs
+called "regressed", the detection rate the share of slowed pairs called "regressed". The slowdown actually
+injected is measured too (the median ratio over all trials).
 
 Writes a JSON result file (every trial's verdicts and medians) and prints a markdown table.
 """

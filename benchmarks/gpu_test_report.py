@@ -39,6 +39,9 @@ def run(out: Path, extra: list[str], timeout_s: float | None = None) -> int:
         cases = ET.parse(junit).getroot().iter("testcase")
         rows = []
         for case in cases:
+            if case.get("name") is None:  # the test pytest was running when it was interrupted
+                rows.append(("(the test running at the interruption)", "interrupted", float(case.get("time", 0))))
+                continue
             status = "passed"
             for tag in ("failure", "error", "skipped"):
                 node = case.find(tag)
@@ -47,7 +50,8 @@ def run(out: Path, extra: list[str], timeout_s: float | None = None) -> int:
                     status = f"{tag}: {message[0][:120] if message else ''}"
             rows.append((f"{case.get('classname')}::{case.get('name')}", status, float(case.get("time", 0))))
     env = environment()
-    counts = {k: sum(r[1].startswith(k) for r in rows) for k in ("passed", "failure", "error", "skipped")}
+    counts = {k: sum(r[1].startswith(k) for r in rows)
+              for k in ("passed", "failure", "error", "skipped", "interrupted")}
     lines = [
         "# GPU test run", "",
         f"- command: `{' '.join(cmd[1:])}` (exit code {rc})",
@@ -55,7 +59,7 @@ def run(out: Path, extra: list[str], timeout_s: float | None = None) -> int:
         f"causal-conv1d {env['causal_conv1d']}; triton {env['triton']}",
         f"- perfmamba {env['perfmamba']} at commit {env['git_commit']}; {env['timestamp']}",
         f"- {counts['passed']} passed, {counts['failure']} failed, {counts['error']} errors, "
-        f"{counts['skipped']} skipped", "",
+        f"{counts['skipped']} skipped" + (", interrupted at the time limit" if counts["interrupted"] else ""), "",
         "| test | result | seconds |", "|---|---|---|",
         *(f"| `{name}` | {status} | {secs:.2f} |" for name, status, secs in rows),
     ]

@@ -79,7 +79,8 @@ def _decode_point(model, batch: int) -> dict:
     return {"decode_step_ms": ms, "decode_tokens_per_s": batch / ms * 1e3, "decode_cache_bytes_per_seq": cache_bytes}
 
 
-def speed(out: Path, budget_s: float, smoke: bool) -> None:
+def speed(out: Path, budget_s: float, smoke: bool, presets: tuple[str, ...] | None = None,
+          seqlens: tuple[int, ...] | None = None, decode: bool = True) -> None:
     out.mkdir(parents=True, exist_ok=True)
     points_file = out / "points.jsonl"
     done = set()
@@ -88,15 +89,19 @@ def speed(out: Path, budget_s: float, smoke: bool) -> None:
     start = time.monotonic()
     dtype = torch.bfloat16
     sizes = {1: ("mamba1-tiny",), 2: ("mamba2-tiny",)} if smoke else SIZES
-    seqlens = (64, 256) if smoke else SEQLENS
-    for version, preset in ((v, p) for v, presets in sizes.items() for p in presets):
+    if seqlens is None:
+        seqlens = (64, 256) if smoke else SEQLENS
+    chosen = [(v, p) for v, names in sizes.items() for p in names]
+    if presets is not None:
+        chosen = [(get_preset(p).version, p) for p in presets]
+    for version, preset in chosen:
         dense = get_preset(preset)
         multiple = 4 // math.gcd(4, dense.ngroups) if version == 2 else 1
         for ratio in RATIOS:
             n = pruned_d_state(dense.d_state, ratio, multiple)
             todo = [L for L in seqlens if f"{preset}|r={ratio}|L={L}" not in done]
             decode_id = f"{preset}|r={ratio}|decode"
-            if not todo and decode_id in done:
+            if not todo and (decode_id in done or not decode):
                 continue
             model = build_model(dense.replace(d_state=n), device="cuda", dtype=dtype).eval()
             for L in todo:
@@ -114,7 +119,7 @@ def speed(out: Path, budget_s: float, smoke: bool) -> None:
                 except Exception as e:  # noqa: BLE001 - one failing point must not lose the grid
                     row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
                 _append(points_file, row)
-            if decode_id not in done:
+            if decode and decode_id not in done:
                 row = {"id": decode_id, "preset": preset, "version": version, "ratio": ratio, "d_state": n,
                        "batch": DECODE_BATCH, "dtype": str(dtype)}
                 try:
@@ -143,10 +148,12 @@ def table(out: Path) -> str:
     lines = []
     presets = sorted({p["preset"] for p in points}, key=lambda s: (s[5], get_preset(s).d_model))
     for preset in presets:
-        lines += [f"### {preset} prefill (batch {by_id.get(f'{preset}|r=0.0|L=64', {}).get('batch', '?')}, bf16, "
-                  "fused path): latency ms (speedup vs dense)", ""]
         seqlens = sorted({p["seqlen"] for p in points if p["preset"] == preset and "seqlen" in p})
-        lines += ["| r | N' | " + " | ".join(f"L={L}" for L in seqlens) + " |", "|---" * (len(seqlens) + 2) + "|"]
+        if seqlens:
+            batch = by_id.get(f"{preset}|r=0.0|L={seqlens[0]}", {}).get("batch", "?")
+            lines += [f"### {preset} prefill (batch {batch}, bf16, fused path): latency ms (speedup vs dense)", ""]
+            lines += ["| r | N' | " + " | ".join(f"L={L}" for L in seqlens) + " |",
+                      "|---" * (len(seqlens) + 2) + "|"]
         for ratio in RATIOS:
             row = by_id.get(f"{preset}|r={ratio}|L={seqlens[0]}") if seqlens else None
             if row is None:
@@ -159,13 +166,18 @@ def table(out: Path) -> str:
                 else:
                     cells.append(f"{p['prefill_ms']:.2f} ({d['prefill_ms'] / p['prefill_ms']:.2f}x)")
             lines.append(f"| {ratio} | {row['d_state']} | " + " | ".join(cells) + " |")
-        lines += ["", f"### {preset} decode (batch {DECODE_BATCH}, CUDA graph of one step)", "",
+        if seqlens:
+            lines.append("")
+        lines += [f"### {preset} decode (batch {DECODE_BATCH}, CUDA graph of one step)", "",
                   "| r | N' | step ms | tokens/s | speedup | cache bytes/seq | cache reduction |",
                   "|---|---|---|---|---|---|---|"]
         dense = by_id.get(f"{preset}|r=0.0|decode")
         for ratio in RATIOS:
             p = by_id.get(f"{preset}|r={ratio}|decode")
             if p is None or dense is None:
+                continue
+            if "decode_step_ms" not in p or "decode_step_ms" not in dense:
+                lines.append(f"| {ratio} | {p['d_state']} | {p.get('error', '-')} | | | | |")
                 continue
             lines.append(
                 f"| {ratio} | {p['d_state']} | {p['decode_step_ms']:.3f} | {p['decode_tokens_per_s']:.0f} | "
@@ -182,12 +194,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--budget-s", type=float, default=480.0)
     parser.add_argument("--smoke", action="store_true", help="tiny presets and short sequences")
+    parser.add_argument("--presets", default=None, help="comma-separated presets (default: the grid's four)")
+    parser.add_argument("--seqlens", default=None, help="comma-separated prefill lengths ('' for none)")
+    parser.add_argument("--no-decode", action="store_true", help="time prefill only")
     args = parser.parse_args(argv)
     if args.what == "speed":
         if not torch.cuda.is_available():
             print("the speed grid needs a CUDA device", file=sys.stderr)
             return 2
-        speed(args.out, args.budget_s, args.smoke)
+        presets = tuple(args.presets.split(",")) if args.presets else None
+        seqlens = None if args.seqlens is None else tuple(int(v) for v in args.seqlens.split(",") if v)
+        speed(args.out, args.budget_s, args.smoke, presets, seqlens, decode=not args.no_decode)
     else:
         print(table(args.out))
     return 0
