@@ -230,17 +230,18 @@ def assert_rule(thresholds: Thresholds, kind: str, case: Case, measured: float) 
     return rule
 
 
+def _assert_at_most(thresholds: Thresholds, key: str, what: str, measured: float, case_id: str) -> None:
+    bound = getattr(thresholds, key)
+    if not measured <= bound:
+        raise _fail(what, case_id, measured, "is above the maximum", bound,
+                    f"{thresholds.source} [{thresholds.device_class}] {key}")
+
+
 def assert_kernel_error(thresholds: Thresholds, op: str, backend: str, rel_error: float, case_id: str) -> None:
-    bound = thresholds.kernel_max_rel_error
-    if not rel_error <= bound:
-        raise _fail(f"{op} via backend {backend!r}: relative error vs the reference", case_id, rel_error,
-                    "is above the maximum", bound, f"{thresholds.source} [{thresholds.device_class}] "
-                    "kernel_max_rel_error")
+    _assert_at_most(thresholds, "kernel_max_rel_error", f"{op} via backend {backend!r}: relative error vs the "
+                    "reference", rel_error, case_id)
 
 
 def assert_plugin_slowdown(thresholds: Thresholds, op: str, backend: str, slowdown: float, case_id: str) -> None:
-    bound = thresholds.plugin_max_slowdown
-    if not slowdown <= bound:
-        raise _fail(f"{op} via plug-in {backend!r}: slowdown vs the built-in backend", case_id, slowdown,
-                    "is above the maximum", bound, f"{thresholds.source} [{thresholds.device_class}] "
-                    "plugin_max_slowdown")
+    _assert_at_most(thresholds, "plugin_max_slowdown", f"{op} via plug-in {backend!r}: slowdown vs the built-in "
+                    "backend", slowdown, case_id)
