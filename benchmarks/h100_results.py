@@ -2,12 +2,15 @@
 models against dense, with mamba-ssm's fused production kernels.
 
     python benchmarks/h100_results.py speed --out DIR [--budget-s 480] [--smoke]
+    python benchmarks/h100_results.py quality --out DIR --preset mamba2-small   # mamba1-tiny / mamba2-tiny on a CPU
     python benchmarks/h100_results.py table --out DIR > docs/results/h100_speed.md
+    python benchmarks/h100_results.py plots --out DIR                           # speed / memory / perplexity vs r
 
 Speed depends on the pruned shape, not on which states were kept, so the speed grid times uniformly pruned
 shapes N' = N - floor(N r) with random weights (what `prune_states(..., allocation="uniform")` produces); the
-accuracy side (perplexity per criterion and ratio on a trained model) is `perplexity` below. Every finished point
-is appended to DIR/points.jsonl, and a rerun skips it, so the grid can be split across calls of limited length.
+accuracy side (`quality`) prunes a trained model (perfmamba.eval's cached trainer) at every r with every
+criterion and allocation and scores held-out perplexity. Every finished point is appended to DIR/points.jsonl
+(DIR/quality.jsonl), and a rerun skips it, so the grid can be split across calls of limited length.
 
 Timing: `triton.testing.do_bench` (CUDA events, warm-up, L2 flushed between runs, median); dense and pruned are
 timed in the same process and compared as ratios. Decode runs one token per sequence for a serving batch through a
@@ -137,13 +140,9 @@ def _append(path: Path, row: dict) -> None:
     print(json.dumps(row), flush=True)
 
 
-def load_points(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "points.jsonl").read_text().splitlines() if line.strip()]
-
-
 def table(out: Path) -> str:
     """Markdown tables of speedup and memory reduction vs the dense model (r = 0) of the same preset."""
-    points = load_points(out)
+    points = _read_rows(out / "points.jsonl")
     by_id = {p["id"]: p for p in points}
     lines = []
     presets = sorted({p["preset"] for p in points}, key=lambda s: (s[5], get_preset(s).d_model))
@@ -188,15 +187,161 @@ def table(out: Path) -> str:
     return "\n".join(lines)
 
 
+QUALITY_CRITERIA = ("delta", "contribution", "gramian", "random")
+QUALITY_ALLOCATIONS = ("uniform", "global")
+
+
+def quality(out: Path, preset: str, *, criteria: tuple[str, ...] = QUALITY_CRITERIA,
+            eval_tokens: int = 16384, calib_rows: int = 16, seq_len: int = 256, device: str | None = None) -> None:
+    """Perplexity of `preset` trained (perfmamba.eval.trained_model) and pruned at every r, per criterion and
+    allocation, on the first `eval_tokens` of the stdlib corpus' validation split; calibration on the last
+    `calib_rows` rows of its training split. One calibration serves every criterion and ratio."""
+    from perfmamba.eval import load_corpus, perplexity, trained_model
+    from perfmamba.pruning import calibrate, prune_states
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows_file = out / "quality.jsonl"
+    done = {row["id"] for row in _read_rows(rows_file)}
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = trained_model(preset, device=device).eval()
+    corpus = load_corpus()
+    test = corpus.tokens("val")[:eval_tokens].to(device)
+    calib = corpus.tokens("train")[-calib_rows * seq_len:].reshape(calib_rows, seq_len).to(device)
+    stats = calibrate(model, calib, progress=False)
+
+    def score(m) -> float:
+        with torch.inference_mode():
+            return perplexity(m, test, seq_len=seq_len, stride=seq_len, batch_size=8, progress=False).perplexity
+
+    dense = None
+    for ratio in RATIOS:
+        for criterion in criteria:
+            for allocation in QUALITY_ALLOCATIONS if ratio > 0 else ("uniform",):
+                row_id = f"{preset}|{criterion}|{allocation}|r={ratio}" if ratio > 0 else f"{preset}|dense"
+                if row_id in done:
+                    continue
+                if ratio == 0:
+                    dense = dense if dense is not None else score(model)
+                    row = {"perplexity": dense, "d_state": list(model.config.d_states), "criterion": None,
+                           "allocation": None, "cache_reduction": 0.0}
+                else:
+                    pruned, report = prune_states(model, ratio, calib, criterion, allocation, stats=stats,
+                                                  progress=False)
+                    row = {"perplexity": score(pruned), "d_state": report.d_state_after, "criterion": criterion,
+                           "allocation": allocation,
+                           "cache_reduction": report.cache_saving}
+                    del pruned
+                _append(rows_file, {"id": row_id, "preset": preset, "ratio": ratio, "device": device,
+                                    "eval_tokens": int(test.numel()), **row})
+                done.add(row_id)
+
+
+def _read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def quality_table(out: Path) -> str:
+    rows = _read_rows(out / "quality.jsonl")
+    lines = []
+    for preset in sorted({r["preset"] for r in rows}):
+        mine = [r for r in rows if r["preset"] == preset]
+        dense = next((r for r in mine if r["ratio"] == 0), None)
+        if dense is None:
+            continue
+        cols = [(c, a) for c in QUALITY_CRITERIA for a in QUALITY_ALLOCATIONS
+                if any(r["criterion"] == c and r["allocation"] == a for r in mine)]
+        lines += [f"### {preset}: held-out perplexity vs r (dense {dense['perplexity']:.3f}; "
+                  f"{dense['eval_tokens']} tokens, {dense['device']})", "",
+                  "| r | " + " | ".join(f"{c} / {a}" for c, a in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for ratio in RATIOS[1:]:
+            cells = []
+            for c, a in cols:
+                r = next((r for r in mine if r["ratio"] == ratio and r["criterion"] == c and r["allocation"] == a),
+                         None)
+                cells.append("-" if r is None else
+                             f"{r['perplexity']:.3f} ({r['perplexity'] / dense['perplexity'] - 1:+.1%})")
+            lines.append(f"| {ratio} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plots(out: Path) -> list[Path]:
+    """speedup_vs_r.png, memory_vs_r.png (decode cache) and perplexity_vs_r.png, from whatever points exist."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    points = _read_rows(out / "points.jsonl")
+    by_id = {p["id"]: p for p in points}
+    if points:
+        fig, (ax_s, ax_m) = plt.subplots(1, 2, figsize=(11, 4))
+        for preset in sorted({p["preset"] for p in points}):
+            for L in sorted({p["seqlen"] for p in points if p["preset"] == preset and "seqlen" in p}):
+                xs, ys = [], []
+                for ratio in RATIOS:
+                    p, d = by_id.get(f"{preset}|r={ratio}|L={L}"), by_id.get(f"{preset}|r=0.0|L={L}")
+                    if p and d and "prefill_ms" in p and "prefill_ms" in d:
+                        xs.append(ratio)
+                        ys.append(d["prefill_ms"] / p["prefill_ms"])
+                if len(xs) > 1:
+                    ax_s.plot(xs, ys, marker="o", label=f"{preset} prefill L={L}")
+            xs, ys, cache = [], [], []
+            for ratio in RATIOS:
+                p, d = by_id.get(f"{preset}|r={ratio}|decode"), by_id.get(f"{preset}|r=0.0|decode")
+                if p and d and "decode_tokens_per_s" in p and "decode_tokens_per_s" in d:
+                    xs.append(ratio)
+                    ys.append(p["decode_tokens_per_s"] / d["decode_tokens_per_s"])
+                    cache.append(1 - p["decode_cache_bytes_per_seq"] / d["decode_cache_bytes_per_seq"])
+            if len(xs) > 1:
+                ax_s.plot(xs, ys, marker="s", linestyle="--", label=f"{preset} decode")
+                ax_m.plot(xs, cache, marker="s", label=f"{preset} decode cache")
+        ax_s.axhline(1.0, color="gray", linewidth=0.8)
+        ax_s.set(xlabel="prune ratio r", ylabel="speedup vs dense", title="speed vs r")
+        ax_m.set(xlabel="prune ratio r", ylabel="reduction vs dense", title="decode-cache memory vs r")
+        for ax in (ax_s, ax_m):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(out / "speed_memory_vs_r.png")
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+    rows = _read_rows(out / "quality.jsonl")
+    presets = sorted({r["preset"] for r in rows})
+    if presets:
+        fig, axes = plt.subplots(1, len(presets), figsize=(5.5 * len(presets), 4), squeeze=False)
+        for ax, preset in zip(axes[0], presets):
+            mine = [r for r in rows if r["preset"] == preset]
+            dense = next((r["perplexity"] for r in mine if r["ratio"] == 0), None)
+            for c in QUALITY_CRITERIA:
+                for a in QUALITY_ALLOCATIONS:
+                    pts = sorted((r["ratio"], r["perplexity"]) for r in mine
+                                 if r["criterion"] == c and r["allocation"] == a)
+                    if pts and dense is not None:
+                        ax.plot([0.0, *(x for x, _ in pts)], [dense, *(y for _, y in pts)], marker="o",
+                                linestyle="-" if a == "global" else "--", label=f"{c} / {a}")
+            ax.set(xlabel="prune ratio r", ylabel="held-out perplexity", title=preset, yscale="log")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(out / "perplexity_vs_r.png")
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["speed", "table"])
+    parser.add_argument("what", choices=["speed", "quality", "table", "plots"])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--budget-s", type=float, default=480.0)
     parser.add_argument("--smoke", action="store_true", help="tiny presets and short sequences")
     parser.add_argument("--presets", default=None, help="comma-separated presets (default: the grid's four)")
     parser.add_argument("--seqlens", default=None, help="comma-separated prefill lengths ('' for none)")
     parser.add_argument("--no-decode", action="store_true", help="time prefill only")
+    parser.add_argument("--preset", default="mamba2-tiny", help="quality: the trained preset to prune")
+    parser.add_argument("--eval-tokens", type=int, default=16384, help="quality: held-out tokens scored")
     args = parser.parse_args(argv)
     if args.what == "speed":
         if not torch.cuda.is_available():
@@ -205,8 +350,15 @@ def main(argv: list[str] | None = None) -> int:
         presets = tuple(args.presets.split(",")) if args.presets else None
         seqlens = None if args.seqlens is None else tuple(int(v) for v in args.seqlens.split(",") if v)
         speed(args.out, args.budget_s, args.smoke, presets, seqlens, decode=not args.no_decode)
+    elif args.what == "quality":
+        quality(args.out, args.preset, eval_tokens=args.eval_tokens)
+        print(quality_table(args.out))
+    elif args.what == "plots":
+        for path in plots(args.out):
+            print(f"wrote {path}")
     else:
-        print(table(args.out))
+        print(table(args.out) if (args.out / "points.jsonl").exists() else "")
+        print(quality_table(args.out))
     return 0
 
 

@@ -152,7 +152,10 @@ def build_model(
     dtype: torch.dtype | None = None,
     seed: int = 0,
 ) -> MambaLM:
-    """A freshly initialised model from a preset name (see `PRESETS`) or a `ModelConfig`; seeded."""
+    """A freshly initialised model from a preset name (see `PRESETS`) or a `ModelConfig`; seeded.
+
+    The weights are drawn on `device`, by its own generator: the same seed gives the same weights on the same
+    kind of device, not on a CPU and a GPU (build on the CPU and `.to("cuda")` for that)."""
     config = get_preset(preset_or_config) if isinstance(preset_or_config, str) else preset_or_config
     device = torch.device(device) if device is not None else torch.device("cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
