@@ -225,12 +225,16 @@ def quality(out: Path, preset: str, *, criteria: tuple[str, ...] = QUALITY_CRITE
                     row = {"perplexity": dense, "d_state": list(model.config.d_states), "criterion": None,
                            "allocation": None, "cache_reduction": 0.0}
                 else:
-                    pruned, report = prune_states(model, ratio, calib, criterion, allocation, stats=stats,
-                                                  progress=False)
-                    row = {"perplexity": score(pruned), "d_state": report.d_state_after, "criterion": criterion,
-                           "allocation": allocation,
-                           "cache_reduction": report.cache_saving}
-                    del pruned
+                    row = {"criterion": criterion, "allocation": allocation}
+                    try:
+                        pruned, report = prune_states(model, ratio, calib, criterion, allocation, stats=stats,
+                                                      progress=False)
+                    except ValueError as e:  # a ratio this model cannot take (too few states for the rounding)
+                        row["error"] = str(e)
+                    else:
+                        row.update(perplexity=score(pruned), d_state=report.d_state_after,
+                                   cache_reduction=report.cache_saving)
+                        del pruned
                 _append(rows_file, {"id": row_id, "preset": preset, "ratio": ratio, "device": device,
                                     "eval_tokens": int(test.numel()), **row})
                 done.add(row_id)
@@ -258,8 +262,10 @@ def quality_table(out: Path) -> str:
             for c, a in cols:
                 r = next((r for r in mine if r["ratio"] == ratio and r["criterion"] == c and r["allocation"] == a),
                          None)
-                cells.append("-" if r is None else
-                             f"{r['perplexity']:.3f} ({r['perplexity'] / dense['perplexity'] - 1:+.1%})")
+                if r is None or "perplexity" not in r:
+                    cells.append("-" if r is None else "n/a")
+                else:
+                    cells.append(f"{r['perplexity']:.3f} ({r['perplexity'] / dense['perplexity'] - 1:+.1%})")
             lines.append(f"| {ratio} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -317,7 +323,7 @@ def plots(out: Path) -> list[Path]:
             for c in QUALITY_CRITERIA:
                 for a in QUALITY_ALLOCATIONS:
                     pts = sorted((r["ratio"], r["perplexity"]) for r in mine
-                                 if r["criterion"] == c and r["allocation"] == a)
+                                 if r["criterion"] == c and r["allocation"] == a and "perplexity" in r)
                     if pts and dense is not None:
                         ax.plot([0.0, *(x for x, _ in pts)], [dense, *(y for _, y in pts)], marker="o",
                                 linestyle="-" if a == "global" else "--", label=f"{c} / {a}")
