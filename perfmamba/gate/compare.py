@@ -39,7 +39,8 @@ alpha / 100 anyway. When the noise is far below the thresholds, the threshold ma
 near zero, correction or not.
 
 Data the statistics cannot use fall back, and the row's `method` and `note` say so:
-- "separation": too few samples for the rank test to reach alpha (e.g. 3 + 3 rounds: min p = 0.1): regressed
+- "separation": too few samples for the rank test to reach alpha, after Holm over the benchmarks that have raw
+  samples (e.g. 3 + 3 rounds: min p = 0.1; 5 + 5 rounds reach 0.008 alone, never after Holm over 2): regressed
   only if every NEW sample is worse than every BASE sample by more than t. Its false-alarm rate is not alpha
   but at most 1 / C(n + m, n) for a true change of exactly t (5% for 3 + 3), and near zero for a change well
   inside t: record more rounds where that matters.
@@ -296,8 +297,12 @@ def _spread_interval(m: Measurement, confidence: float) -> tuple[tuple[float, fl
     return None
 
 
-def judge(base: Measurement, new: Measurement, threshold: float, config: GateConfig) -> Finding:
-    """The verdict for one benchmark before the family correction (see the module docstring for the rule)."""
+def judge(base: Measurement, new: Measurement, threshold: float, config: GateConfig, family: int = 1) -> Finding:
+    """The verdict for one benchmark before the family correction (see the module docstring for the rule).
+
+    `family`: how many benchmarks the rank tests' p-values will be corrected over (Holm). A sample size whose
+    smallest attainable p cannot pass alpha after that correction is judged by the separation rule instead, not
+    tested to a verdict that the correction would then always take back."""
     hib = config.is_higher_better(new.name, new.higher_is_better or base.higher_is_better)
     alpha = config.alpha
     if base.has_samples and new.has_samples:
@@ -311,10 +316,12 @@ def judge(base: Measurement, new: Measurement, threshold: float, config: GateCon
                                 "one timing per side: its noise is unknown")
             note = "no spread in either sample" if n > 1 or m > 1 else "one value per side, taken as exact"
             return Finding(ratio, (ratio, ratio), None, None, _beyond(ratio, ratio, threshold, hib), "exact", note)
-        if 2 * stats.min_attainable_p(n, m) >= alpha:
+        if 2 * stats.min_attainable_p(n, m) * family >= alpha:
             lo, hi = float(b.min() / a.max()), float(b.max() / a.min())
+            over = f" after Holm over {family} tests" if family > 1 else ""
             return Finding(ratio, (lo, hi), None, None, _beyond(lo, hi, threshold, hib), "separation",
-                            f"{n} + {m} samples cannot reach p < {alpha:g}: judged on the full range of ratios")
+                            f"{n} + {m} samples cannot reach p < {alpha:g}{over}: judged on the full range of "
+                            "ratios")
         note = ""
         cap = config.max_bootstrap_samples
         rng = np.random.default_rng(_seed(config, new.name))
@@ -372,14 +379,21 @@ def compare(
         if close:
             renamed[name] = close[0]
     skipped: list[tuple[str, str]] = []
-    findings: dict[str, tuple[Finding, float]] = {}
+    comparable = []
     for name in common:
         b, n = base[name], new[name]
         if b.unit != n.unit:
             skipped.append((name, f"unit changed from {b.unit!r} to {n.unit!r}"))
-            continue
+        elif not (b.median > 0 and n.median > 0):
+            skipped.append((name, f"a value <= 0 (BASE {b.median:g}, NEW {n.median:g}): no ratio to judge"))
+        else:
+            comparable.append(name)
+    # The rank-tested benchmarks are at most those with raw samples on both sides: the Holm family.
+    family = sum(base[k].has_samples and new[k].has_samples for k in comparable) if config.correction == "holm" else 1
+    findings: dict[str, tuple[Finding, float]] = {}
+    for name in comparable:
         threshold = config.threshold_for(name)
-        findings[name] = (judge(b, n, threshold, config), threshold)
+        findings[name] = (judge(base[name], new[name], threshold, config, max(1, family)), threshold)
 
     tested = [name for name, (f, _) in findings.items() if f.p_worse is not None]
     raw_p = {name: min(1.0, 2 * min(findings[name][0].p_worse, findings[name][0].p_better)) for name in tested}

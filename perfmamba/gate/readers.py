@@ -397,10 +397,13 @@ def _read_asv_dir(path: Path, commit: str | None) -> dict[str, Measurement]:
         which = f" for commit {commit!r}" if commit else ""
         raise ResultsFileError(f"{path}: no asv result files{which}")
     out: dict[str, Measurement] = {}
+    # Names carry the machine wherever the folder holds several, whichever of them ran this commit: otherwise a
+    # BASE run on two machines and a NEW run on one would share no name.
+    several = len(machine_dirs) > 1
     for machine, (file, doc) in per_machine.items():
         found = _read_asv_file(file, doc, units)
         for name, m in found.items():
-            if len(per_machine) > 1:
+            if several:
                 name = f"{name} [{machine}]"
                 m = replace(m, name=name)
             out[name] = m
@@ -470,6 +473,8 @@ def _read_asv_file(path: Path, doc: dict[str, Any], units: Mapping[str, tuple[st
             spot = f"{where}[{j}] ({name})"
             median = _number(value, spot) * scale
             s = None
+            if samples[j] is not None and not isinstance(samples[j], list):
+                raise ResultsFileError(f"{spot}: corrupt 'samples' entry (expected a list, got {_short(samples[j])})")
             if samples[j]:
                 kept = [v for v in samples[j] if not _isna(v)]
                 s = _values(kept, f"{spot} samples", scale) if kept else None

@@ -245,3 +245,24 @@ def test_compare_files_and_thresholds_file(tmp_path):
     (tmp_path / "broken.toml").write_text("[gate\n")
     with pytest.raises(ResultsFileError, match=r"broken\.toml: corrupt thresholds file"):
         load_thresholds_file(tmp_path / "broken.toml")
+
+
+def test_few_rounds_in_a_large_family_are_judged_by_separation_not_lost_to_holm():
+    """With 5 rounds a side the rank test's smallest two-sided p is 0.0079: below alpha = 0.01 alone, but never
+    after Holm over 5 benchmarks. Such rows go to the separation rule, so a 2x slowdown of each is still caught."""
+    rng = np.random.default_rng(0)
+    base = {f"b{i}": measurement(f"b{i}", draw(rng, 5, 0.01, "lognormal")) for i in range(5)}
+    new = {f"b{i}": measurement(f"b{i}", draw(rng, 5, 0.01, "lognormal", 2.0)) for i in range(5)}
+    c = compare(base, new)
+    assert {r.verdict for r in c.rows} == {"regressed"} and {r.method for r in c.rows} == {"separation"}
+    assert "after Holm over 5 tests" in c.rows[0].note and c.exit_code() == 1
+    alone = compare({"b0": base["b0"]}, {"b0": new["b0"]})
+    assert alone.rows[0].method == "bootstrap+rank" and alone.rows[0].verdict == "regressed"
+
+
+def test_a_value_of_zero_is_listed_not_divided_by():
+    base = {"track": Measurement(name="track", unit="x", median=0.0), "ok": measurement("ok", np.ones(5) * 1e-3)}
+    new = {"track": Measurement(name="track", unit="x", median=1.0), "ok": measurement("ok", np.ones(5) * 1e-3)}
+    c = compare(base, new)
+    assert [r.name for r in c.rows] == ["ok"]
+    assert c.skipped == (("track", "a value <= 0 (BASE 0, NEW 1): no ratio to judge"),)

@@ -213,6 +213,19 @@ def test_asv_folders_pick_commits_and_keep_machines_apart(tmp_path):
     names = set(load_results(results_dir, commit="aaaa"))
     assert "bench_x.time_plain [m1]" in names and "bench_x.time_plain [m2]" in names
     assert set(load_results(results_dir / "m2", commit="aaaa")) >= {"bench_x.time_plain"}
+    # BASE ran on both hosts, NEW on one: the names still match host by host (the folder has two machines)
+    c = compare_files(f"{results_dir}@aaaa", f"{results_dir}@bbbb")
+    rows = {r.name: r for r in c.rows}
+    assert rows["bench_x.Suite.time_sleep(2, 'a') [m1]"].verdict == "regressed"
+    assert "bench_x.time_plain [m2]" in c.missing and c.exit_code() == 1
+
+
+def test_asv_corrupt_samples_entry_is_a_clear_error(tmp_path):
+    results = _asv_results()
+    results["bench_x.time_plain"] = [*results["bench_x.time_plain"], [0.5]]  # a number where a list of samples goes
+    path = _write_asv(tmp_path / "results", "m1", "abcd1234", results)
+    with pytest.raises(ResultsFileError, match=r"time_plain.*corrupt 'samples' entry"):
+        load_results(path)
 
 
 # perfmamba files ----------------------------------------------------------------------------------------------
