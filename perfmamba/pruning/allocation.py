@@ -77,8 +77,10 @@ def allocate(
     *,
     min_states: int = 1,
     multiple: int | str = 1,
+    legal: int = 1,
 ) -> list[Tensor]:
-    """Kept state indices per layer, (ngroups, k_l) long sorted, from per-layer scores (ngroups, N_l)."""
+    """Kept state indices per layer, (ngroups, k_l) long sorted, from per-layer scores (ngroups, N_l).
+    `legal`: the kernels' smallest multiple (`legal_multiple`), the floor of "pow2" rounding."""
     check_ratio(ratio)
     check_multiple(multiple)
     if allocation not in ALLOCATIONS:
@@ -92,7 +94,7 @@ def allocate(
         counts = []
         for i, s in enumerate(scores):
             try:
-                counts.append(kept_count(s.shape[1], ratio, multiple, min_states))
+                counts.append(kept_count(s.shape[1], ratio, multiple, min_states, legal))
             except ValueError as e:
                 raise ValueError(f"layer {i}: {e}") from None
     else:

@@ -17,7 +17,7 @@ from perfmamba.models.config import ModelConfig
 from perfmamba.models.lm import MambaLM
 from perfmamba.pruning.allocation import allocate
 from perfmamba.pruning.calibration import CalibrationStats, calibrate, mixers_of
-from perfmamba.pruning.config import PruneConfig, resolve_multiple
+from perfmamba.pruning.config import PruneConfig, legal_multiple, resolve_multiple
 from perfmamba.pruning.criteria import check_version, get_criterion, score
 from perfmamba.pruning.report import (
     HEATMAP_FILE,
@@ -79,7 +79,8 @@ def prune_states(
         raise ValueError(f"stats were calibrated on a model with d_state {[la.d_state for la in stats.layers]}, "
                          f"this one has {[m.d_state for m in mixers]}")
     scores = score(stats, cfg.criterion, seed=cfg.seed)
-    kept = allocate(scores, cfg.ratio, cfg.allocation, min_states=cfg.min_states, multiple=multiple)
+    kept = allocate(scores, cfg.ratio, cfg.allocation, min_states=cfg.min_states, multiple=multiple,
+                    legal=legal_multiple(model_config))
 
     d_before = [m.d_state for m in mixers]
     params_before, bytes_before = param_count(model), cache_bytes(model)

@@ -125,9 +125,10 @@ def resolve_multiple(multiple: int | str | None, config: ModelConfig) -> int | s
     return multiple
 
 
-def kept_count(d_state: int, ratio: float, multiple: int | str = 1, min_states: int = 1) -> int:
+def kept_count(d_state: int, ratio: float, multiple: int | str = 1, min_states: int = 1, legal: int = 1) -> int:
     """States a layer of `d_state` keeps under uniform allocation: floor(d_state * (1 - ratio)) (the PerfMamba
-    paper's k), rounded up to `multiple` (never above d_state) or, for "pow2", down to a power of two.
+    paper's k), rounded up to `multiple` (never above d_state) or, for "pow2", down to a power of two but not
+    below `legal` (`legal_multiple`: a power of two, so the result stays a size the kernels accept).
 
     Raises if that leaves fewer than `min_states` (with min_states=1: zero states) before rounding up."""
     check_ratio(ratio)
@@ -142,6 +143,6 @@ def kept_count(d_state: int, ratio: float, multiple: int | str = 1, min_states: 
     if k == d_state:
         return k
     if multiple == "pow2":
-        p = 1 << (k.bit_length() - 1)
+        p = max(1 << (k.bit_length() - 1), legal)
         return p if p >= min_states else min(d_state, 2 * p)
     return min(d_state, int(multiple) * math.ceil(k / int(multiple)))

@@ -68,7 +68,9 @@ def _gramian(s: LayerStats, _: torch.Generator) -> Tensor:
 
 
 def _a_magnitude(s: LayerStats, _: torch.Generator) -> Tensor:
-    return s.group_mean(1.0 / s.A_abs.clamp_min(1e-30))
+    # 1 / mean_u |A_un| as documented: the mean decay over channels first (a mean of 1/|A| would let one
+    # channel with a tiny |A| decide the state's score).
+    return 1.0 / s.group_mean(s.A_abs).clamp_min(1e-30)
 
 
 def _weight(s: LayerStats, _: torch.Generator) -> Tensor:

@@ -43,6 +43,8 @@ def test_kept_count_is_the_papers_floor_rounded_up_to_the_multiple():
     assert kept_count(128, 0.5, multiple="pow2") == 64
     assert kept_count(128, 0.49, multiple="pow2") == 64
     assert kept_count(16, 0.9, multiple=4) == 4
+    assert kept_count(16, 0.85, multiple="pow2") == 2  # floor(2.4) = 2, a power of two already
+    assert kept_count(16, 0.85, multiple="pow2", legal=4) == 4  # but Mamba-2 (ngroups 1) needs N' % 4 == 0
     zero = r"keeps floor\(16 \* \(1 - 0.95\)\) = 0 states of d_state=16.*ratio <= 0.9375"
     with pytest.raises(ValueError, match=zero):
         kept_count(16, 0.95)

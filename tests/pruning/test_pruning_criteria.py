@@ -85,3 +85,19 @@ def test_A_criterion_prefers_slow_states():
     model, _ = model_and_tokens(TINY[1], seed=0)  # S4D-real init: |A_n| = n + 1
     s = score(calibrate(model, None), "A")[0][0]
     assert torch.equal(torch.argsort(s, descending=True), torch.arange(s.numel()))
+
+
+def test_a_criterion_is_one_over_the_mean_decay_across_channels():
+    """`A` scores 1 / mean_u |A_un|: a state with one very slow channel among fast ones is still a fast state
+    (a mean of 1/|A| would rank it first)."""
+    model, _ = model_and_tokens(TINY[1], seed=0)
+    mixer = model.mixers[0]
+    d = mixer.A_log.shape[0]
+    A = torch.full((d, 2), 5.0)
+    A[:, 0] = 10.0
+    A[0, 0] = 0.01  # state 0: mean |A| ~ 10, but one channel decays slowly
+    with torch.no_grad():
+        mixer.A_log.copy_(torch.cat([A, torch.full((d, mixer.A_log.shape[1] - 2), 5.0)], 1).log())
+    got = score(calibrate(model, None), "A")[0][0, :2]
+    torch.testing.assert_close(got, 1 / A.double().mean(0), rtol=1e-6, atol=0)
+    assert got[1] > got[0]

@@ -218,3 +218,14 @@ def test_groups_may_keep_different_states():
     assert removed.mixers[0].conv1d.weight.shape[0] == removed.mixers[0].d_inner + 2 * 2 * 8
     assert removed.mixers[0].in_proj.out_features == 2 * 32 + 2 * 2 * 8 + removed.mixers[0].nheads
     assert VOCAB == 40
+
+
+def test_pow2_rounding_keeps_mamba2_sizes_legal():
+    """"pow2" rounds down, but never below the fused kernel's legal multiple: ngroups * N' % 4 == 0."""
+    from perfmamba.models import build_model
+    from perfmamba.models.config import ModelConfig
+
+    cfg = ModelConfig(version=2, d_model=32, n_layer=2, vocab_size=64, pad_vocab_size_multiple=16, d_state=16,
+                      headdim=16, ngroups=1, chunk_size=8)
+    _, report = prune_states(build_model(cfg), 0.85, None, "weight", multiple="pow2", progress=False)
+    assert report.d_state_after == [4, 4]
