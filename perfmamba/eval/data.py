@@ -59,6 +59,9 @@ class Corpus:
     tokenizer: str
     train: Tensor
     val: Tensor
+    # Every file's tokens in file order, as (split, offset, length) slices of `train` / `val`: what "all" joins,
+    # so that each file's text stays whole (a position split puts a file's head in train and its tail in val).
+    segments: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def id(self) -> str:
@@ -70,7 +73,10 @@ class Corpus:
         if split == "val":
             return self.val
         if split == "all":
-            return torch.cat([self.train, self.val])
+            if not self.segments:
+                return torch.cat([self.train, self.val])
+            parts = {"train": self.train, "val": self.val}
+            return torch.cat([parts[name][start:start + n] for name, start, n in self.segments])
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
     def describe(self) -> dict:
@@ -174,22 +180,30 @@ def load_corpus(
         raise ValueError(f"{root}: the corpus is empty ({n} file{'s' if n != 1 else ''}, 0 bytes)")
 
     val_files = tuple(rel for rel, _ in contents if is_val_file(rel, val_fraction))
+    pieces: dict[str, list[Tensor]] = {"train": [], "val": []}
+    offsets = {"train": 0, "val": 0}
+    segments: list[tuple[str, int, int]] = []
+
+    def add(split: str, ids: Tensor) -> None:
+        segments.append((split, offsets[split], len(ids)))
+        offsets[split] += len(ids)
+        pieces[split].append(ids)
+
     if len(contents) > 1 and 0 < len(val_files) < len(contents):
         in_val = set(val_files)
-        train = [tok.encode(data, str(root / rel)) for rel, data in contents if rel not in in_val]
-        val = [tok.encode(data, str(root / rel)) for rel, data in contents if rel in in_val]
+        for rel, data in contents:
+            add("val" if rel in in_val else "train", tok.encode(data, str(root / rel)))
     else:
         # Too few files for a file-level split: the last val_fraction of every file's tokens is validation.
         val_files = ()
-        train, val = [], []
         for rel, data in contents:
             ids = tok.encode(data, str(root / rel) if rel else str(root))
             cut = len(ids) - max(1, round(len(ids) * val_fraction)) if len(ids) > 1 else len(ids)
-            train.append(ids[:cut])
-            val.append(ids[cut:])
+            add("train", ids[:cut])
+            add("val", ids[cut:])
     empty = torch.empty(0, dtype=torch.long)
+    train, val = (torch.cat(pieces[k]) if pieces[k] else empty for k in ("train", "val"))
     return Corpus(
         name=name, root=str(root), files=tuple(rel for rel, _ in contents), val_files=val_files, sha256=sha,
-        n_bytes=n_bytes, tokenizer=tok.identity,
-        train=torch.cat(train) if train else empty, val=torch.cat(val) if val else empty,
+        n_bytes=n_bytes, tokenizer=tok.identity, train=train, val=val, segments=tuple(segments),
     )

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from perfmamba.eval.data import SPLITS, load_corpus
+from perfmamba.eval.data import SPLITS, STDLIB, load_corpus
 from perfmamba.eval.perplexity import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_SEQ_LEN,
@@ -78,7 +78,7 @@ def evaluate(
         check_vocab(tok, vocab)
     corpus = load_corpus(data, tok)
     if split == "auto":
-        split = "all" if data is not None else "val"
+        split = "val" if data is None or str(data) == STDLIB else "all"
     tokens = corpus.tokens(split)
     if max_tokens is not None:
         tokens = tokens[:max_tokens]

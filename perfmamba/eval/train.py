@@ -161,20 +161,29 @@ def _progress_enabled(progress: bool | None) -> bool:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """A SIGTERM (a job scheduler stopping us) ends training like Ctrl-C: the finished steps are saved first."""
+def _interrupts_between_steps() -> Iterator[Callable[[], None]]:
+    """Ctrl-C and SIGTERM (a job scheduler stopping us) end training between two steps, never inside one: an
+    interrupt inside `optimizer.step()` would save weights one update ahead of the saved step count, or half
+    updated, and the resumed run would differ from an uninterrupted one. Yields `check()`, which raises
+    KeyboardInterrupt at a step boundary once a signal has come (the finished steps are then saved)."""
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield lambda: None
         return
+    received: list[int] = []
 
     def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+        received.append(signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    def check() -> None:
+        if received:
+            raise KeyboardInterrupt(f"signal {received[0]}")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield check
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler_before in previous.items():
+            signal.signal(sig, handler_before)
 
 
 def _save_state(path: Path, state: dict) -> None:
@@ -282,7 +291,7 @@ def train(
         disable=not _progress_enabled(progress),
     )
     try:
-        with _sigterm_as_interrupt():
+        with _interrupts_between_steps() as stop_if_interrupted:
             while done < config.steps:
                 t0 = time.perf_counter()
                 batch = batch_at(train_tokens, config, done)
@@ -292,15 +301,15 @@ def train(
                 with autocast:
                     logits = model(batch[:, :-1])
                 loss = F.cross_entropy(logits[..., :vocab].float().flatten(0, 1), batch[:, 1:].flatten())
+                value = loss.detach().item()
+                if not math.isfinite(value):  # before the update: the saved weights stay those of step `done`
+                    raise RuntimeError(
+                        f"training diverged at step {done}: loss {value}; try a lower lr than {config.lr}"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
-                value = loss.detach().item()
-                if not math.isfinite(value):
-                    raise RuntimeError(
-                        f"training diverged at step {done}: loss {value}; try a lower lr than {config.lr}"
-                    )
                 done += 1
                 losses.append(value)
                 elapsed += time.perf_counter() - t0
@@ -311,6 +320,7 @@ def train(
                     saved_at = done
                 if on_step is not None:
                     on_step(done, value)
+                stop_if_interrupted()
     except BaseException:
         # Keep every finished step: Ctrl-C, SIGTERM or a failing callback must not throw work away.
         if done > saved_at:

@@ -125,6 +125,12 @@ class ModelConfig:
             raise ValueError("hybrid models with attention layers (attn_layer_idx) are not supported")
         if cfg.get("d_intermediate", 0):
             raise ValueError("models with an MLP per block (d_intermediate > 0) are not supported")
+        # Our LM always ties its head to the embedding and uses RMSNorm: loading an untied or LayerNorm checkpoint
+        # would silently overwrite one tied weight with the other, or fail with puzzling tensor names.
+        if not cfg.get("tie_embeddings", True):
+            raise ValueError("checkpoints with an untied lm_head (tie_embeddings: false) are not supported")
+        if not cfg.get("rms_norm", True):
+            raise ValueError("checkpoints with LayerNorm blocks (rms_norm: false) are not supported; RMSNorm only")
         version = 1 if layer == "Mamba1" else 2
         defaults = cls(version=version, **_version_defaults(version))
         dt_rank = ssm.get("dt_rank", "auto")

@@ -51,7 +51,9 @@ def test_split_is_by_file_with_no_overlap(stdlib):
     # the validation tokens are exactly the validation files, in order
     expected = b"".join((stdlib_root() / rel).read_bytes() for rel in stdlib.files if rel in val)
     assert bytes(stdlib.val.to(torch.uint8).tolist()) == expected
-    assert torch.equal(stdlib.tokens("all"), torch.cat([stdlib.train, stdlib.val]))
+    # "all" is every file, whole and in order (train and validation files interleave as the files do)
+    everything = b"".join((stdlib_root() / rel).read_bytes() for rel in stdlib.files)
+    assert bytes(stdlib.tokens("all").to(torch.uint8).tolist()) == everything
 
 
 def test_split_depends_only_on_the_path():
@@ -86,6 +88,17 @@ def test_single_file_is_split_by_position(tmp_path):
     assert c.val.numel() == round(len(data) * 0.1)
     assert bytes(c.train.tolist()) + bytes(c.val.tolist()) == data
     assert c.name == str(path)
+
+
+@pytest.mark.parametrize("n_files", [3, 40])
+def test_all_is_every_file_whole_in_file_order(tmp_path, n_files):
+    """"all" (what `evaluate` scores of a user's folder) is the files' text in order, each file whole, whether the
+    split was by file (40 files) or by position inside each file (3 files, none drawn for validation)."""
+    texts = {f"f{i:02d}.txt": f"<file {i} start> " + "body " * (5 + i) + f"<file {i} end>\n" for i in range(n_files)}
+    for rel, text in texts.items():
+        (tmp_path / rel).write_text(text)
+    c = load_corpus(tmp_path)
+    assert bytes(c.tokens("all").tolist()).decode() == "".join(texts[k] for k in sorted(texts))
 
 
 def test_max_bytes_takes_whole_files(tmp_path):

@@ -37,6 +37,8 @@ def test_evaluate_a_model_object_on_the_stdlib_validation_split():
     r = evaluate(model, max_tokens=300, seq_len=100, progress=False)
     assert r.split == "val" and r.result.n_tokens == 299
     assert r.corpus["name"].endswith("-stdlib")
+    # naming the default corpus ("--data stdlib") still scores its validation files, not the training ones
+    assert evaluate(model, "stdlib", max_tokens=300, seq_len=100, progress=False).split == "val"
 
 
 def test_clear_errors(checkpoint, text, tmp_path):

@@ -1,4 +1,6 @@
 import math
+import os
+import signal
 
 import pytest
 import torch
@@ -103,6 +105,31 @@ def test_resumed_training_equals_uninterrupted(tmp_path, corpus, preset):
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
     assert read_json(tmp_path / "resumed" / LOG_FILE)["losses"] == read_json(tmp_path / "straight" / LOG_FILE)["losses"]
+
+
+def test_a_signal_inside_an_optimizer_step_waits_for_the_step(tmp_path, corpus, monkeypatch):
+    """SIGTERM arriving in the middle of step 4's update (after the weights changed, before the step is counted)
+    must not save weights one update ahead of the saved step: the resumed run equals the straight one."""
+    cfg = train_config("mamba1-tiny", **QUICK)
+    straight = load_model(train(cfg, tmp_path / "straight", corpus=corpus, progress=False))
+    calls = {"n": 0}
+    original = torch.optim.AdamW.step
+
+    def step_then_signal(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_then_signal)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "resumed", corpus=corpus, progress=False)
+    monkeypatch.setattr(torch.optim.AdamW, "step", original)
+    assert torch.load(tmp_path / "resumed" / STATE_FILE, weights_only=False)["step"] == 4
+    resumed = load_model(train(cfg, tmp_path / "resumed", corpus=corpus, progress=False))
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_cache_trains_once_per_config(tmp_path):

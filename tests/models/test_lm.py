@@ -148,3 +148,15 @@ def test_missing_checkpoint_and_bad_spec_errors(tmp_path):
         load_model(tmp_path)
     with pytest.raises(ValueError, match="neither a checkpoint directory nor a preset"):
         perfmamba.get_model("not-a-model")
+
+
+@pytest.mark.parametrize("key, message", [("tie_embeddings", "untied lm_head"), ("rms_norm", "LayerNorm blocks")])
+def test_checkpoint_our_lm_cannot_represent_is_refused(tmp_path, key, message):
+    """mamba-ssm checkpoints may untie the head or use LayerNorm; ours always ties and uses RMSNorm, so loading
+    one must fail by name rather than overwrite the embedding with the head."""
+    save_model(build_model(TINY[1]), tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg[key] = False
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=message):
+        load_model(tmp_path)
