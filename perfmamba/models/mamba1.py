@@ -120,8 +120,16 @@ class Mamba1Mixer(MixerBase):
         with span("out_proj"):
             return self.out_proj(y.transpose(1, 2))
 
+    def _xz_for_kernel(self, hidden: Tensor) -> Tensor:
+        """in_proj(hidden) as (b, 2 * d_inner, L) with unit stride along L, as mamba-ssm's Mamba module computes
+        it: `mamba_inner_fn` copies an xz of any other layout (in_proj(hidden).transpose(1, 2) has stride
+        2 * d_inner along L), a transposing copy of the layer's largest activation."""
+        b, L, _ = hidden.shape
+        xz = (self.in_proj.weight @ hidden.reshape(b * L, -1).T).view(-1, b, L).permute(1, 0, 2)
+        return xz if self.in_proj.bias is None else xz + self.in_proj.bias[:, None]
+
     def _forward_fused(self, hidden: Tensor) -> Tensor:
-        xz = self.in_proj(hidden).transpose(1, 2)
+        xz = self._xz_for_kernel(hidden)
         return ops.mamba_inner(
             xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
             self.out_proj.weight, self.out_proj.bias, self.A, None, None, self.D.float(),

@@ -160,3 +160,17 @@ def test_checkpoint_our_lm_cannot_represent_is_refused(tmp_path, key, message):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match=message):
         load_model(tmp_path)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_mamba1_fused_path_gets_xz_in_the_kernels_layout(bias):
+    """The fused path hands mamba_inner_fn an xz with unit stride along L (mamba-ssm's own layout, which the
+    kernel takes without a copy), holding the same values as in_proj(hidden).transpose(1, 2)."""
+    model = build_model(TINY[1])
+    mixer = model.mixers[0]
+    if bias:
+        mixer.in_proj.bias = torch.nn.Parameter(torch.randn(mixer.in_proj.out_features))
+    hidden = torch.randn(3, 7, model.config.d_model)
+    xz = mixer._xz_for_kernel(hidden)
+    assert xz.shape == (3, mixer.in_proj.out_features, 7) and xz.stride(-1) == 1
+    torch.testing.assert_close(xz, mixer.in_proj(hidden).transpose(1, 2), rtol=1e-5, atol=1e-6)
