@@ -1,17 +1,13 @@
 """benchmarks/h100_results.py's tables and plots from result rows (the GPU grid itself needs a GPU)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "h100_results.py"
+import bench_scripts
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("h100_results", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_scripts.load_script("h100_results")
 
 
 def _write(path: Path, rows: list[dict]) -> None:

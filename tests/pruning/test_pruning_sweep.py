@@ -1,18 +1,12 @@
 """benchmarks/ssd_dstate_sweep.py runs on a CPU (reference ops) and writes a complete result file."""
 
-import importlib.util
-from pathlib import Path
+import bench_scripts
 
 from perfmamba.results import read_json
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ssd_dstate_sweep.py"
-
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("ssd_dstate_sweep", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_scripts.load_script("ssd_dstate_sweep")
 
 
 def test_sweep_runs_on_cpu(tmp_path):
