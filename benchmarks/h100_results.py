@@ -140,6 +140,26 @@ def _append(path: Path, row: dict) -> None:
     print(json.dumps(row), flush=True)
 
 
+def _with_dense(by_id: dict[str, dict], preset: str, ratio: float, point: str, key: str
+                ) -> tuple[dict, dict] | None:
+    """(the point at `ratio`, the dense point) of `preset` for `point` ("L=2048", "decode"), if both measured
+    `key`; None where either is missing or failed."""
+    p, d = by_id.get(f"{preset}|r={ratio}|{point}"), by_id.get(f"{preset}|r=0.0|{point}")
+    return (p, d) if p and d and key in p and key in d else None
+
+
+def _save(fig, axes, path: Path) -> Path:
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
 def table(out: Path) -> str:
     """Markdown tables of speedup and memory reduction vs the dense model (r = 0) of the same preset."""
     points = _read_rows(out / "points.jsonl")
@@ -159,10 +179,11 @@ def table(out: Path) -> str:
                 continue
             cells = []
             for L in seqlens:
-                p, d = by_id.get(f"{preset}|r={ratio}|L={L}"), by_id.get(f"{preset}|r=0.0|L={L}")
-                if not p or "prefill_ms" not in p or not d or "prefill_ms" not in d:
-                    cells.append((p or {}).get("error", "-"))
+                pair = _with_dense(by_id, preset, ratio, f"L={L}", "prefill_ms")
+                if pair is None:
+                    cells.append(by_id.get(f"{preset}|r={ratio}|L={L}", {}).get("error", "-"))
                 else:
+                    p, d = pair
                     cells.append(f"{p['prefill_ms']:.2f} ({d['prefill_ms'] / p['prefill_ms']:.2f}x)")
             lines.append(f"| {ratio} | {row['d_state']} | " + " | ".join(cells) + " |")
         if seqlens:
@@ -287,16 +308,15 @@ def plots(out: Path) -> list[Path]:
             for L in sorted({p["seqlen"] for p in points if p["preset"] == preset and "seqlen" in p}):
                 xs, ys = [], []
                 for ratio in RATIOS:
-                    p, d = by_id.get(f"{preset}|r={ratio}|L={L}"), by_id.get(f"{preset}|r=0.0|L={L}")
-                    if p and d and "prefill_ms" in p and "prefill_ms" in d:
+                    if pair := _with_dense(by_id, preset, ratio, f"L={L}", "prefill_ms"):
                         xs.append(ratio)
-                        ys.append(d["prefill_ms"] / p["prefill_ms"])
+                        ys.append(pair[1]["prefill_ms"] / pair[0]["prefill_ms"])
                 if len(xs) > 1:
                     ax_s.plot(xs, ys, marker="o", label=f"{preset} prefill L={L}")
             xs, ys, cache = [], [], []
             for ratio in RATIOS:
-                p, d = by_id.get(f"{preset}|r={ratio}|decode"), by_id.get(f"{preset}|r=0.0|decode")
-                if p and d and "decode_tokens_per_s" in p and "decode_tokens_per_s" in d:
+                if pair := _with_dense(by_id, preset, ratio, "decode", "decode_tokens_per_s"):
+                    p, d = pair
                     xs.append(ratio)
                     ys.append(p["decode_tokens_per_s"] / d["decode_tokens_per_s"])
                     cache.append(1 - p["decode_cache_bytes_per_seq"] / d["decode_cache_bytes_per_seq"])
@@ -306,13 +326,7 @@ def plots(out: Path) -> list[Path]:
         ax_s.axhline(1.0, color="gray", linewidth=0.8)
         ax_s.set(xlabel="prune ratio r", ylabel="speedup vs dense", title="speed vs r")
         ax_m.set(xlabel="prune ratio r", ylabel="reduction vs dense", title="decode-cache memory vs r")
-        for ax in (ax_s, ax_m):
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        written.append(out / "speed_memory_vs_r.png")
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
+        written.append(_save(fig, (ax_s, ax_m), out / "speed_memory_vs_r.png"))
     rows = _read_rows(out / "quality.jsonl")
     presets = sorted({r["preset"] for r in rows})
     if presets:
@@ -328,12 +342,7 @@ def plots(out: Path) -> list[Path]:
                         ax.plot([0.0, *(x for x, _ in pts)], [dense, *(y for _, y in pts)], marker="o",
                                 linestyle="-" if a == "global" else "--", label=f"{c} / {a}")
             ax.set(xlabel="prune ratio r", ylabel="held-out perplexity", title=preset, yscale="log")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        written.append(out / "perplexity_vs_r.png")
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
+        written.append(_save(fig, axes[0], out / "perplexity_vs_r.png"))
     return written
 
 

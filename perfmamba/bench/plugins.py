@@ -13,6 +13,8 @@ dotted path, e.g.
   thresholds must flag these.
 - `*_wrong`: the reference plus noise of 1% of the output's scale: fast, plausible, wrong. The kernel
   error threshold must flag these.
+- `delayed(kernel, seconds, device)`: any kernel followed by a calibrated busy wait, for the gate-quality runs
+  (`benchmarks/gate_quality.py`), where a slowdown of exactly 1-10% must be injected into a CUDA kernel.
 """
 
 from __future__ import annotations
@@ -83,13 +85,6 @@ def _slowed(ref: Callable, length_of: Callable[[dict], int] | None, time_slice: 
     return slow
 
 
-def slowed_selective_scan(kernel: Callable, percent: float | None, name: str | None = None) -> Callable:
-    """`kernel` (any implementation with `selective_scan_ref`'s parameter names, the CUDA one too) plus
-    `percent`% more of its own work: the injected slowdown of the gate-quality runs."""
-    name = name or f"{getattr(kernel, '__name__', 'selective_scan')}_slow{percent:g}"
-    return _slowed(kernel, lambda a: a["u"].shape[-1], _time_slice_selective_scan, percent, name)
-
-
 def delayed(kernel: Callable, seconds: float, device: torch.device | str) -> Callable:
     """`kernel` followed by `seconds` of busy waiting on `device` (the GPU spins in a kernel of its own,
     `torch.cuda._sleep`; a CPU spins on the clock): exactly the same work, a known amount slower. The gate's
@@ -129,7 +124,7 @@ def _gpu_cycles_per_second(device: torch.device) -> float:
 
 
 def _selective_scan_slow(percent: float | None, name: str) -> Callable:
-    return slowed_selective_scan(selective_scan_ref, percent, name)
+    return _slowed(selective_scan_ref, lambda a: a["u"].shape[-1], _time_slice_selective_scan, percent, name)
 
 
 def _ssd_scan_slow(percent: float | None, name: str) -> Callable:
