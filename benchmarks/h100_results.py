@@ -213,10 +213,15 @@ QUALITY_ALLOCATIONS = ("uniform", "global")
 
 
 def quality(out: Path, preset: str, *, criteria: tuple[str, ...] = QUALITY_CRITERIA,
-            eval_tokens: int = 16384, calib_rows: int = 16, seq_len: int = 256, device: str | None = None) -> None:
+            eval_tokens: int = 16384, calib_rows: int = 16, seq_len: int = 256, device: str | None = None,
+            backend: str | None = None) -> None:
     """Perplexity of `preset` trained (perfmamba.eval.trained_model) and pruned at every r, per criterion and
     allocation, on the first `eval_tokens` of the stdlib corpus' validation split; calibration on the last
-    `calib_rows` rows of its training split. One calibration serves every criterion and ratio."""
+    `calib_rows` rows of its training split. One calibration serves every criterion and ratio.
+
+    `backend` ("reference", "cuda"; default: the ops' auto choice) scores with those ops. "reference" suits
+    Mamba-2 on a GPU: layer-adaptive pruning gives every layer its own N', and mamba-ssm's Triton kernels would
+    compile and autotune afresh for each (a minute apiece); perplexity does not depend on the kernels."""
     from perfmamba.eval import load_corpus, perplexity, trained_model
     from perfmamba.pruning import calibrate, prune_states
 
@@ -231,6 +236,7 @@ def quality(out: Path, preset: str, *, criteria: tuple[str, ...] = QUALITY_CRITE
     stats = calibrate(model, calib, progress=False)
 
     def score(m) -> float:
+        m.configure(backend=backend)
         with torch.inference_mode():
             return perplexity(m, test, seq_len=seq_len, stride=seq_len, batch_size=8, progress=False).perplexity
 
@@ -257,7 +263,7 @@ def quality(out: Path, preset: str, *, criteria: tuple[str, ...] = QUALITY_CRITE
                                    cache_reduction=report.cache_saving)
                         del pruned
                 _append(rows_file, {"id": row_id, "preset": preset, "ratio": ratio, "device": device,
-                                    "eval_tokens": int(test.numel()), **row})
+                                    "backend": backend or "auto", "eval_tokens": int(test.numel()), **row})
                 done.add(row_id)
 
 
@@ -357,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-decode", action="store_true", help="time prefill only")
     parser.add_argument("--preset", default="mamba2-tiny", help="quality: the trained preset to prune")
     parser.add_argument("--eval-tokens", type=int, default=16384, help="quality: held-out tokens scored")
+    parser.add_argument("--backend", default=None, choices=["reference", "cuda"],
+                        help="quality: the ops to score with (default: auto)")
     args = parser.parse_args(argv)
     if args.what == "speed":
         if not torch.cuda.is_available():
@@ -366,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         seqlens = None if args.seqlens is None else tuple(int(v) for v in args.seqlens.split(",") if v)
         speed(args.out, args.budget_s, args.smoke, presets, seqlens, decode=not args.no_decode)
     elif args.what == "quality":
-        quality(args.out, args.preset, eval_tokens=args.eval_tokens)
+        quality(args.out, args.preset, eval_tokens=args.eval_tokens, backend=args.backend)
         print(quality_table(args.out))
     elif args.what == "plots":
         for path in plots(args.out):

@@ -53,7 +53,7 @@ from perfmamba.profiling.costs import (
 )
 from perfmamba.profiling.memory import measure_memory, tensor_bytes
 from perfmamba.profiling.roofline import DevicePeaks, measure_peaks, roofline_point
-from perfmamba.profiling.timers import OTHER, SpanTimer, profile_runs, split_fused
+from perfmamba.profiling.timers import COPIES, OTHER, SpanTimer, profile_runs, split_fused
 
 PROFILE_VERSION = 1  # layout of the profile payload (the file's schema_version is perfmamba.results')
 STATUSES = ("ok", "oom", "skipped", "error", "pending")  # pending: planned, not measured yet
@@ -212,6 +212,8 @@ class PointResult:
     cache_bytes_per_sequence_model: int | None = None  # decode: cost model
     wall_s: float | None = None  # seconds spent measuring this point
     components: list[ComponentStats] = field(default_factory=list)
+    # fused path: the kernels inside the fused mixer that no class claimed ("op: kernel" -> seconds per call)
+    unclassified_kernels: dict[str, float] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, int, int]:
@@ -441,6 +443,7 @@ class _Point:
         attribution = profile_runs(fn, self.device, self.cfg.profiler_runs)
         busy = split_fused(attribution.components, _gemm_shares(self.config, costs))
         r.busy_s = attribution.busy
+        r.unclassified_kernels = attribution.unclassified
         if attribution.unit == "device" and r.time_s:
             r.busy_fraction = attribution.busy / r.time_s
             r.launch_bound = r.busy_fraction < self.cfg.launch_bound_threshold
@@ -460,7 +463,7 @@ class _Point:
         fused_busy = sum(v for k, v in raw.items() if k.startswith("mixer_fused/"))
         if fused_busy <= 0:
             return
-        parts = {name: busy.get(name, 0.0) for name in (*components_of(self.config), "mixer_fused")
+        parts = {name: busy.get(name, 0.0) for name in (*components_of(self.config), COPIES, "mixer_fused")
                  if name not in ("embedding", "norm", "lm_head")}
         index = r.components.index(fused)
         new = []

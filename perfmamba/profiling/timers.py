@@ -12,7 +12,9 @@ The models wrap every component in `perfmamba.models.components.span(name)`; the
 - `record_functions` opens a `torch.profiler.record_function` range per span, named `perfmamba::<component>`;
   `kernel_attribution` then maps each kernel of a profiler trace to the innermost such range around the op that
   launched it, and sums their device time: the GPU *busy* time per component, launch gaps excluded. The fused
-  path is one span ("mixer_fused"); its kernels are split by name (`classify_kernel`).
+  path is one span ("mixer_fused"); its kernels are split by name, or by the op that launched them
+  (`classify_kernel`). The layout copies and casts between its kernels are a component of their own, "copies":
+  `mamba_inner_fn` transposes activations between its kernels, and that time is real.
 - End-to-end timing and L2 flushing are `perfmamba.bench.timing`'s (one home for timing a call).
 """
 
@@ -32,6 +34,7 @@ from perfmamba.models.components import Tracer, tracing
 
 RANGE_PREFIX = "perfmamba::"
 OTHER = "other"  # time outside every span: residual adds, dtype casts, layout copies, Python
+COPIES = "copies"  # the fused path's layout copies and dtype casts between its kernels
 
 # Kernels of the fused mixer by name (mamba-ssm 2.x, causal-conv1d 1.x, cuBLAS / CUTLASS), first match wins.
 # GEMMs cannot be told apart by name: they are split over the projections by FLOPs (see `split_fused`).
@@ -42,16 +45,19 @@ KERNEL_CLASSES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("conv1d", re.compile(r"causal_conv1d|conv1d|conv_depthwise", re.I)),
     ("gated_norm", re.compile(r"layer_norm|rms_?norm|layernorm", re.I)),
     ("gemm", re.compile(r"gemm|gemv|nvjet|xmma|cutlass|splitkreduce|cublas|matmul", re.I)),
+    (COPIES, re.compile(r"copy|memcpy|transpose", re.I)),
 )
+# Ops whose kernels are copies or casts whatever the kernel is called (a cast launches an elementwise kernel).
+COPY_OPS = frozenset({"aten::copy_", "aten::clone", "aten::contiguous", "aten::_to_copy", "aten::to"})
 
 
-def classify_kernel(name: str) -> str | None:
-    """The component class of a kernel of the fused mixer by its name: ssm_scan, conv1d, gated_norm, gemm or
-    None (elementwise and copy kernels)."""
+def classify_kernel(name: str, op: str | None = None) -> str | None:
+    """The component class of a kernel of the fused mixer, by its name (first match of `KERNEL_CLASSES`), else
+    by the op that launched it (`COPY_OPS` are copies): ssm_scan, conv1d, gated_norm, gemm, copies or None."""
     for label, pattern in KERNEL_CLASSES:
         if pattern.search(name):
             return label
-    return None
+    return COPIES if op in COPY_OPS else None
 
 
 def combine(*tracers: Tracer) -> Tracer:
@@ -150,13 +156,16 @@ class KernelAttribution:
 
     `components` holds the spans' time (the fused mixer split by kernel class, see `split_fused`), `other` the
     time of work outside every span; `busy` is their total: the time the device was actually working.
-    `kernels` counts the kernels (or operators) seen, per run."""
+    `kernels` counts the kernels (or operators) seen, per run. `unclassified` names the fused mixer's kernels
+    that no class claimed ("launching op: kernel" -> seconds per run, the largest ten), so a user can see what
+    the remainder is made of."""
 
     components: dict[str, float]
     other: float
     busy: float
     kernels: float
     unit: str  # "device" (kernel time) or "cpu" (operator self time)
+    unclassified: dict[str, float] = field(default_factory=dict)
 
 
 def _enclosing_component(event) -> str | None:
@@ -177,6 +186,7 @@ def kernel_attribution(events: Iterable, runs: int, *, device_time: bool) -> Ker
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
     totals: dict[str, float] = defaultdict(float)
+    unclassified: dict[str, float] = defaultdict(float)
     count = 0
     for event in events:
         if getattr(event, "is_async", False) or event.device_type != torch.autograd.DeviceType.CPU:
@@ -186,7 +196,10 @@ def kernel_attribution(events: Iterable, runs: int, *, device_time: bool) -> Ker
             for kernel in event.kernels:
                 key = component or OTHER
                 if key == "mixer_fused":
-                    key = f"mixer_fused/{classify_kernel(kernel.name) or 'other'}"
+                    label = classify_kernel(kernel.name, event.name)
+                    key = f"mixer_fused/{label or 'other'}"
+                    if label is None:
+                        unclassified[f"{event.name}: {kernel.name[:120]}"] += kernel.duration
                 totals[key] += kernel.duration
                 count += 1
         elif not event.name.startswith(RANGE_PREFIX) or component is not None:
@@ -196,9 +209,10 @@ def kernel_attribution(events: Iterable, runs: int, *, device_time: bool) -> Ker
     scale = 1e-6 / runs  # profiler times are microseconds
     other = totals.pop(OTHER, 0.0) * scale
     components = {name: value * scale for name, value in totals.items()}
+    largest = sorted(unclassified.items(), key=lambda kv: -kv[1])[:10]
     return KernelAttribution(
         components=components, other=other, busy=sum(components.values()) + other, kernels=count / runs,
-        unit="device" if device_time else "cpu",
+        unit="device" if device_time else "cpu", unclassified={k: v * scale for k, v in largest},
     )
 
 
@@ -219,9 +233,9 @@ def profile_runs(fn: Callable[[], object], device: torch.device, runs: int) -> K
 
 
 def split_fused(attribution: dict[str, float], gemm_shares: dict[str, float]) -> dict[str, float]:
-    """Fold "mixer_fused/<class>" entries into components: ssm_scan, conv1d and gated_norm by kernel name; the
-    GEMMs over the projections in proportion to `gemm_shares` (each projection's matmul FLOPs; the kernels of
-    one fused call cannot be told apart by name); unclassified kernels (casts, copies) stay "mixer_fused"."""
+    """Fold "mixer_fused/<class>" entries into components: ssm_scan, conv1d, gated_norm and copies by kernel
+    class; the GEMMs over the projections in proportion to `gemm_shares` (each projection's matmul FLOPs; the
+    kernels of one fused call cannot be told apart by name); unclassified kernels stay "mixer_fused"."""
     out: dict[str, float] = {}
     total_share = sum(gemm_shares.values())
     for key, seconds in attribution.items():

@@ -29,8 +29,12 @@ def _check_point(point):
 @pytest.mark.gpu
 @pytest.mark.parametrize("preset", ["mamba1-130m", "mamba2-130m"])
 def test_prefill_on_gpu(preset):
-    result = profile(preset, GPU, seqlens=(1024,), batch_sizes=(4,), modes=("prefill",))
+    # 16k tokens a forward keep the GPU busier than the CPU that launches its kernels. At 4k tokens the unfused
+    # 130m forward is launch-bound, and then the span timers' own CPU cost shows up on the GPU's timeline
+    # (measured: spans summing to 1.33x the untraced time); the profiler reports such points as launch-bound.
+    result = profile(preset, GPU, seqlens=(2048,), batch_sizes=(8,), modes=("prefill",))
     point = result.points[0]
+    assert not point.launch_bound, f"busy fraction {point.busy_fraction}: this size is launch-bound here"
     _check_point(point)
     assert [c.name for c in point.components] == [*components_of(_config(result)), "other"]
     assert result.peaks.device == "cuda" and result.peaks.matmul_flops_per_s > 1e13
@@ -55,5 +59,7 @@ def test_fused_path_is_split_into_components_by_kernel_names(preset):
     assert point.status == "ok", point.message
     names = {c.name for c in point.components}
     assert {"in_proj", "conv1d", "ssm_scan", "out_proj"} <= names
-    assert "mixer_fused" not in names or point.component("mixer_fused").share < 0.2  # casts and copies only
+    # what no kernel class claims is a sliver; the layout copies between the kernels are a component of their own
+    unclassified = point.component("mixer_fused")
+    assert unclassified is None or unclassified.share < 0.05, point.unclassified_kernels
     assert 0.9 <= point.coverage <= 1.1

@@ -1,0 +1,125 @@
+"""Compile mamba-ssm's Triton kernels for many model shapes at once, before anything is timed.
+
+    python benchmarks/warm_triton.py --presets mamba2-130m,mamba2-1.3b --d-states 128,116,88,64,36,12
+    python benchmarks/warm_triton.py --presets mamba2-small --d-states 64 --train    # forward and backward
+
+mamba-ssm's Mamba-2 kernels (the SSD chunk scan, chunk state, state passing, ...) autotune for every new state
+size N', and compiling their ~40 candidate configs takes 40-100 s per shape on one CPU core: a pruning sweep
+over six ratios spends ten minutes compiling before it times anything. This script starts one worker process
+per N' (all at once, `--jobs` at a time), each running a one-layer model of every preset through the paths and
+sequence lengths the benchmarks use, so the compiles share the machine's cores and land in Triton's on-disk
+cache (TRITON_CACHE_DIR, default ~/.triton/cache). A later process then autotunes from compiled kernels in
+seconds. The workers do not keep their autotune picks (TRITON_CACHE_AUTOTUNING=0): timed while other workers
+shared the GPU, those picks are noise; the timing process makes its own.
+
+Layers are left out (n_layer = 1): kernels depend on the layer's shape, not on how many layers there are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script from a checkout: import the perfmamba beside it
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# The lengths that reach different kernel specialisations: one chunk (Triton specialises an int equal to 1)
+# and several chunks.
+SEQLENS = (64, 512)
+BATCH = 2
+
+
+def warm_one(preset: str, d_state: int, *, paths: tuple[str, ...], train: bool, device: str = "cuda") -> None:
+    """Run a one-layer `preset` with d_state N' through prefill, cache prefill and one decode step on each path
+    (and, with `train`, a bf16-autocast forward and backward): every Triton kernel these touch is compiled."""
+    import torch
+
+    from perfmamba.models import build_model, get_preset
+
+    config = get_preset(preset).replace(d_state=d_state, n_layer=1)
+    model = build_model(config, device=device, dtype=torch.bfloat16).eval()
+    for path in paths:
+        model.configure(path=path)
+        for seqlen in SEQLENS:
+            ids = torch.randint(0, config.vocab_size, (BATCH, seqlen), device=device)
+            with torch.inference_mode():
+                model(ids)
+                cache = model.allocate_cache(BATCH)
+                model(ids, cache=cache)
+                model.step(ids[:, -1].contiguous(), cache)
+    if train:
+        model = build_model(config, device=device).train()  # fp32 weights under bf16 autocast, as training runs
+        for seqlen in SEQLENS:
+            ids = torch.randint(0, config.vocab_size, (BATCH, seqlen), device=device)
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+                logits = model(ids)
+            torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids.flatten()).backward()
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _worker_command(presets: list[str], d_state: int, paths: list[str], train: bool) -> list[str]:
+    cmd = [sys.executable, __file__, "--worker", "--presets", ",".join(presets), "--d-states", str(d_state),
+           "--paths", ",".join(paths)]
+    return cmd + (["--train"] if train else [])
+
+
+def warm(presets: list[str], d_states: list[int], paths: list[str], *, train: bool, jobs: int) -> int:
+    """One worker per N', `jobs` at a time; returns the number of workers that failed (their stderr is shown)."""
+    env = {**os.environ, "TRITON_CACHE_AUTOTUNING": "0", "PYTHONUNBUFFERED": "1"}
+    pending = list(d_states)
+    running: dict[int, tuple[subprocess.Popen, float]] = {}
+    failed = 0
+    start = time.monotonic()
+    while pending or running:
+        while pending and len(running) < jobs:
+            n = pending.pop(0)
+            proc = subprocess.Popen(_worker_command(presets, n, paths, train), env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+            running[n] = (proc, time.monotonic())
+        time.sleep(0.5)
+        for n, (proc, began) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[n]
+            output = proc.stdout.read() if proc.stdout else ""
+            status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
+            print(f"[warm_triton] d_state {n}: {status} in {time.monotonic() - began:.0f}s "
+                  f"({len(d_states) - len(pending) - len(running)}/{len(d_states)} done, "
+                  f"{time.monotonic() - start:.0f}s)", flush=True)
+            if proc.returncode != 0:
+                failed += 1
+                print(output[-3000:], flush=True)
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", required=True, help="comma-separated Mamba-2 presets")
+    parser.add_argument("--d-states", required=True, help="comma-separated N' to compile for")
+    parser.add_argument("--paths", default="fused,unfused", help="mixer paths to run (default: both)")
+    parser.add_argument("--train", action="store_true", help="also compile the backward kernels")
+    parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    presets = [p for p in args.presets.split(",") if p]
+    d_states = [int(n) for n in args.d_states.split(",") if n]
+    paths = [p for p in args.paths.split(",") if p]
+    if args.worker:
+        for preset in presets:
+            warm_one(preset, d_states[0], paths=tuple(paths), train=args.train)
+        return 0
+    import torch
+
+    if not torch.cuda.is_available():
+        print("warm_triton: needs a CUDA device", file=sys.stderr)
+        return 2
+    return 1 if warm(presets, d_states, paths, train=args.train, jobs=args.jobs) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
