@@ -34,10 +34,12 @@ BATCH = 2
 
 
 def warm_one(preset: str, d_state: int, *, paths: tuple[str, ...], train: bool, device: str = "cuda") -> None:
-    """Run a one-layer `preset` with d_state N' through prefill, cache prefill and one decode step on each path
-    (and, with `train`, a bf16-autocast forward and backward): every Triton kernel these touch is compiled."""
+    """Run a one-layer `preset` with d_state N' through prefill, cache prefill and one decode step on each path,
+    the SSD scan alone as the op-level benchmarks and ssd_dstate_sweep call it (no gate z: another kernel
+    variant), and, with `train`, a bf16-autocast forward and backward: every Triton kernel these touch compiles."""
     import torch
 
+    from perfmamba import ops
     from perfmamba.models import build_model, get_preset
 
     config = get_preset(preset).replace(d_state=d_state, n_layer=1)
@@ -51,6 +53,15 @@ def warm_one(preset: str, d_state: int, *, paths: tuple[str, ...], train: bool, 
                 cache = model.allocate_cache(BATCH)
                 model(ids, cache=cache)
                 model.step(ids[:, -1].contiguous(), cache)
+    if config.version == 2:
+        h, p, g = config.nheads, config.headdim, config.ngroups
+        for seqlen in SEQLENS:
+            x, dt = torch.randn(BATCH, seqlen, h, p, device=device), torch.rand(BATCH, seqlen, h, device=device)
+            B, C = (torch.randn(BATCH, seqlen, g, d_state, device=device) for _ in range(2))
+            A, ones = -torch.rand(h, device=device) - 1, torch.ones(h, device=device)
+            with torch.inference_mode():
+                ops.ssd_scan(*(t.bfloat16() for t in (x, dt)), A, *(t.bfloat16() for t in (B, C)), config.chunk_size,
+                             D=ones, dt_bias=ones, dt_softplus=True)
     if train:
         model = build_model(config, device=device).train()  # fp32 weights under bf16 autocast, as training runs
         for seqlen in SEQLENS:

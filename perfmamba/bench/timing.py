@@ -123,7 +123,10 @@ def l2_cache_bytes(device: torch.device) -> int:
 @functools.cache
 def _flush_buffer(device: torch.device) -> torch.Tensor:
     # One buffer per device, shared by every timer: twice the L2, so writing it evicts everything cached before.
-    return torch.empty(2 * l2_cache_bytes(device) // 4, dtype=torch.int32, device=device)
+    # Never an inference tensor, though the first timer may be made under torch.inference_mode(): one of those
+    # could not be zeroed by a timer running outside it.
+    with torch.inference_mode(False):
+        return torch.empty(2 * l2_cache_bytes(device) // 4, dtype=torch.int32, device=device)
 
 
 class RoundTimer:

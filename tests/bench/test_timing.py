@@ -105,3 +105,16 @@ def test_cuda_event_timing_waits_for_the_gpu():
     assert s.clock == "cuda_event" and s.rounds == 3
     # a 4096^3 matmul is ~0.14 TFLOP: well over 10 us on any GPU; a launch-only timing would be ~10 us
     assert s.median > 2e-5
+
+
+@pytest.mark.gpu
+def test_l2_flush_works_outside_inference_mode_after_a_timer_made_inside_it():
+    from perfmamba.bench import timing
+
+    timing._flush_buffer.cache_clear()
+    a = torch.randn(256, 256, device="cuda")
+    with torch.inference_mode():
+        RoundTimer(lambda: a @ a, "cuda").round()
+    timer = RoundTimer(lambda: a @ a, "cuda")  # the same flush buffer, now outside inference mode
+    timer.round()
+    assert timer.samples().rounds == 1

@@ -10,6 +10,22 @@ from perfmamba.profiling.costs import cache_bytes_per_sequence, components_of
 GPU = ProfileConfig(device="cuda", dtype="bfloat16", rounds=10, warmup=3, progress=False)
 
 
+# Sizes at which the GPU, not the CPU launching its kernels, sets the pace of a forward (busy fraction above the
+# launch-bound threshold on the H200), so that the span timers' own CPU cost stays off the GPU's timeline. Smaller
+# ones are launch-bound and the profiler says so: 4k tokens of mamba1-130m gave spans summing to 1.33x (unfused)
+# and 1.18x (fused) the untraced time; mamba2-130m at 16k tokens, unfused, was busy 52% of the time.
+GPU_BOUND = {"mamba1-130m": (8, 2048), "mamba2-130m": (8, 8192)}
+
+
+def _gpu_bound_point(preset, **kwargs):
+    batch, seqlen = GPU_BOUND[preset]
+    result = profile(preset, GPU, seqlens=(seqlen,), batch_sizes=(batch,), modes=("prefill",), **kwargs)
+    point = result.points[0]
+    assert point.status == "ok", point.message
+    assert not point.launch_bound, f"busy fraction {point.busy_fraction}: this size is launch-bound here"
+    return result, point
+
+
 def _config(result):
     return ModelConfig(**result.model.config)
 
@@ -29,12 +45,7 @@ def _check_point(point):
 @pytest.mark.gpu
 @pytest.mark.parametrize("preset", ["mamba1-130m", "mamba2-130m"])
 def test_prefill_on_gpu(preset):
-    # 16k tokens a forward keep the GPU busier than the CPU that launches its kernels. At 4k tokens the unfused
-    # 130m forward is launch-bound, and then the span timers' own CPU cost shows up on the GPU's timeline
-    # (measured: spans summing to 1.33x the untraced time); the profiler reports such points as launch-bound.
-    result = profile(preset, GPU, seqlens=(2048,), batch_sizes=(8,), modes=("prefill",))
-    point = result.points[0]
-    assert not point.launch_bound, f"busy fraction {point.busy_fraction}: this size is launch-bound here"
+    result, point = _gpu_bound_point(preset)
     _check_point(point)
     assert [c.name for c in point.components] == [*components_of(_config(result)), "other"]
     assert result.peaks.device == "cuda" and result.peaks.matmul_flops_per_s > 1e13
@@ -54,9 +65,7 @@ def test_decode_at_batch_one_is_launch_bound_and_graphs_remove_the_launches():
 @pytest.mark.mamba_ssm
 @pytest.mark.parametrize("preset", ["mamba1-130m", "mamba2-130m"])
 def test_fused_path_is_split_into_components_by_kernel_names(preset):
-    result = profile(preset, GPU, seqlens=(2048,), batch_sizes=(2,), modes=("prefill",), paths=("fused",))
-    point = result.points[0]
-    assert point.status == "ok", point.message
+    _, point = _gpu_bound_point(preset, paths=("fused",))
     names = {c.name for c in point.components}
     assert {"in_proj", "conv1d", "ssm_scan", "out_proj"} <= names
     # what no kernel class claims is a sliver; the layout copies between the kernels are a component of their own
