@@ -33,8 +33,10 @@ SEQLENS = (64, 512)
 BATCH = 2
 
 
-def warm_one(preset: str, d_state: int, *, paths: tuple[str, ...], train: bool, device: str = "cuda") -> None:
-    """Run a one-layer `preset` with d_state N' through prefill, cache prefill and one decode step on each path,
+def warm_one(preset: str, d_state: int, *, paths: tuple[str, ...], train: bool, device: str = "cuda",
+             dtype: str = "bf16") -> None:
+    """Run a one-layer `preset` with d_state N' through a prefill on each of `paths`, a prompt into the decode
+    cache and one decode step,
     the SSD scan alone as the op-level benchmarks and ssd_dstate_sweep call it (no gate z: another kernel
     variant), and, with `train`, a bf16-autocast forward and backward: every Triton kernel these touch compiles."""
     import torch
@@ -43,16 +45,19 @@ def warm_one(preset: str, d_state: int, *, paths: tuple[str, ...], train: bool, 
     from perfmamba.models import build_model, get_preset
 
     config = get_preset(preset).replace(d_state=d_state, n_layer=1)
-    model = build_model(config, device=device, dtype=torch.bfloat16).eval()
-    for path in paths:
+    floats = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]  # kernels compile per dtype too
+    model = build_model(config, device=device, dtype=floats).eval()
+    for path in (*paths, "auto"):
         model.configure(path=path)
         for seqlen in SEQLENS:
             ids = torch.randint(0, config.vocab_size, (BATCH, seqlen), device=device)
             with torch.inference_mode():
-                model(ids)
-                cache = model.allocate_cache(BATCH)
-                model(ids, cache=cache)
-                model.step(ids[:, -1].contiguous(), cache)
+                if path != "auto":
+                    model(ids)
+                else:  # a prompt into the decode cache (the fused path fills none; "auto" picks one that does)
+                    cache = model.allocate_cache(BATCH)
+                    model(ids, cache=cache)
+                    model.step(ids[:, -1].contiguous(), cache)
     if config.version == 2:
         h, p, g = config.nheads, config.headdim, config.ngroups
         for seqlen in SEQLENS:
@@ -60,8 +65,8 @@ def warm_one(preset: str, d_state: int, *, paths: tuple[str, ...], train: bool, 
             B, C = (torch.randn(BATCH, seqlen, g, d_state, device=device) for _ in range(2))
             A, ones = -torch.rand(h, device=device) - 1, torch.ones(h, device=device)
             with torch.inference_mode():
-                ops.ssd_scan(*(t.bfloat16() for t in (x, dt)), A, *(t.bfloat16() for t in (B, C)), config.chunk_size,
-                             D=ones, dt_bias=ones, dt_softplus=True)
+                ops.ssd_scan(*(t.to(floats) for t in (x, dt)), A, *(t.to(floats) for t in (B, C)),
+                             config.chunk_size, D=ones, dt_bias=ones, dt_softplus=True)
     if train:
         model = build_model(config, device=device).train()  # fp32 weights under bf16 autocast, as training runs
         for seqlen in SEQLENS:
@@ -73,13 +78,14 @@ def warm_one(preset: str, d_state: int, *, paths: tuple[str, ...], train: bool, 
         torch.cuda.synchronize()
 
 
-def _worker_command(presets: list[str], d_state: int, paths: list[str], train: bool) -> list[str]:
+def _worker_command(presets: list[str], d_state: int, paths: list[str], train: bool, dtype: str) -> list[str]:
     cmd = [sys.executable, __file__, "--worker", "--presets", ",".join(presets), "--d-states", str(d_state),
-           "--paths", ",".join(paths)]
+           "--paths", ",".join(paths), "--dtype", dtype]
     return cmd + (["--train"] if train else [])
 
 
-def warm(presets: list[str], d_states: list[int], paths: list[str], *, train: bool, jobs: int) -> int:
+def warm(presets: list[str], d_states: list[int], paths: list[str], *, train: bool, jobs: int,
+         dtype: str = "bf16") -> int:
     """One worker per N', `jobs` at a time; returns the number of workers that failed (their stderr is shown)."""
     env = {**os.environ, "TRITON_CACHE_AUTOTUNING": "0", "PYTHONUNBUFFERED": "1"}
     pending = list(d_states)
@@ -89,7 +95,7 @@ def warm(presets: list[str], d_states: list[int], paths: list[str], *, train: bo
     while pending or running:
         while pending and len(running) < jobs:
             n = pending.pop(0)
-            proc = subprocess.Popen(_worker_command(presets, n, paths, train), env=env, stdout=subprocess.PIPE,
+            proc = subprocess.Popen(_worker_command(presets, n, paths, train, dtype), env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True)
             running[n] = (proc, time.monotonic())
         time.sleep(0.5)
@@ -114,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--d-states", required=True, help="comma-separated N' to compile for")
     parser.add_argument("--paths", default="fused,unfused", help="mixer paths to run (default: both)")
     parser.add_argument("--train", action="store_true", help="also compile the backward kernels")
+    parser.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16", help="inference dtype (default bf16)")
     parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -122,14 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     paths = [p for p in args.paths.split(",") if p]
     if args.worker:
         for preset in presets:
-            warm_one(preset, d_states[0], paths=tuple(paths), train=args.train)
+            warm_one(preset, d_states[0], paths=tuple(paths), train=args.train, dtype=args.dtype)
         return 0
     import torch
 
     if not torch.cuda.is_available():
         print("warm_triton: needs a CUDA device", file=sys.stderr)
         return 2
-    return 1 if warm(presets, d_states, paths, train=args.train, jobs=args.jobs) else 0
+    return 1 if warm(presets, d_states, paths, train=args.train, jobs=args.jobs, dtype=args.dtype) else 0
 
 
 if __name__ == "__main__":
