@@ -308,17 +308,20 @@ def plots(out: Path) -> list[Path]:
     written = []
     points = _read_rows(out / "points.jsonl")
     by_id = {p["id"]: p for p in points}
-    if points:
-        fig, (ax_s, ax_m) = plt.subplots(1, 2, figsize=(11, 4))
-        for preset in sorted({p["preset"] for p in points}):
+    presets = sorted({p["preset"] for p in points})
+    if presets:
+        # one speed panel per preset (a line per prefill length, decode dashed), then the decode cache
+        fig, axes = plt.subplots(1, len(presets) + 1, figsize=(4.2 * (len(presets) + 1), 3.8), squeeze=False)
+        ax_m = axes[0][-1]
+        for ax_s, preset in zip(axes[0], presets):
             for L in sorted({p["seqlen"] for p in points if p["preset"] == preset and "seqlen" in p}):
                 xs, ys = [], []
                 for ratio in RATIOS:
                     if pair := _with_dense(by_id, preset, ratio, f"L={L}", "prefill_ms"):
                         xs.append(ratio)
-                        ys.append(pair[1]["prefill_ms"] / pair[0]["prefill_ms"])
+                        ys.append(pair[1]["prefill_ms"] / pair[0]["prefill_ms"])  # dense / pruned
                 if len(xs) > 1:
-                    ax_s.plot(xs, ys, marker="o", label=f"{preset} prefill L={L}")
+                    ax_s.plot(xs, ys, marker="o", label=f"prefill L={L}")
             xs, ys, cache = [], [], []
             for ratio in RATIOS:
                 if pair := _with_dense(by_id, preset, ratio, "decode", "decode_tokens_per_s"):
@@ -327,12 +330,12 @@ def plots(out: Path) -> list[Path]:
                     ys.append(p["decode_tokens_per_s"] / d["decode_tokens_per_s"])
                     cache.append(1 - p["decode_cache_bytes_per_seq"] / d["decode_cache_bytes_per_seq"])
             if len(xs) > 1:
-                ax_s.plot(xs, ys, marker="s", linestyle="--", label=f"{preset} decode")
-                ax_m.plot(xs, cache, marker="s", label=f"{preset} decode cache")
-        ax_s.axhline(1.0, color="gray", linewidth=0.8)
-        ax_s.set(xlabel="prune ratio r", ylabel="speedup vs dense", title="speed vs r")
-        ax_m.set(xlabel="prune ratio r", ylabel="reduction vs dense", title="decode-cache memory vs r")
-        written.append(_save(fig, (ax_s, ax_m), out / "speed_memory_vs_r.png"))
+                ax_s.plot(xs, ys, marker="s", color="black", linestyle="--", label=f"decode b{DECODE_BATCH}")
+                ax_m.plot(xs, cache, marker="s", label=preset)
+            ax_s.axhline(1.0, color="gray", linewidth=0.8)
+            ax_s.set(xlabel="prune ratio r", ylabel="speedup vs dense", title=preset)
+        ax_m.set(xlabel="prune ratio r", ylabel="reduction vs dense", title="decode-cache memory")
+        written.append(_save(fig, axes[0], out / "speed_memory_vs_r.png"))
     rows = _read_rows(out / "quality.jsonl")
     presets = sorted({r["preset"] for r in rows})
     if presets:
@@ -347,7 +350,7 @@ def plots(out: Path) -> list[Path]:
                     if pts and dense is not None:
                         ax.plot([0.0, *(x for x, _ in pts)], [dense, *(y for _, y in pts)], marker="o",
                                 linestyle="-" if a == "global" else "--", label=f"{c} / {a}")
-            ax.set(xlabel="prune ratio r", ylabel="held-out perplexity", title=preset, yscale="log")
+            ax.set(xlabel="prune ratio r", ylabel="held-out perplexity", title=preset)
         written.append(_save(fig, axes[0], out / "perplexity_vs_r.png"))
     return written
 

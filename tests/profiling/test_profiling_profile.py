@@ -225,3 +225,9 @@ def test_profile_leaves_the_callers_floating_point_mode_alone():
     assert not subnormals_flushed()
     profile(TINY[1], QUICK, seqlens=(16,), modes=("prefill",))
     assert not subnormals_flushed()
+
+
+def test_the_plan_has_no_fused_decode_points():
+    cfg = ProfileConfig(paths=("unfused", "fused"), modes=("prefill", "decode"), seqlens=(64, 128), batch_sizes=(1,))
+    keys = {(p.path, p.mode) for p in profile_module._plan(cfg)}
+    assert keys == {("unfused", "prefill"), ("unfused", "decode"), ("fused", "prefill")}
