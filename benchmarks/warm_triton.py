@@ -2,6 +2,7 @@
 
     python benchmarks/warm_triton.py --presets mamba2-130m,mamba2-1.3b --d-states 128,116,88,64,36,12
     python benchmarks/warm_triton.py --presets mamba2-small --d-states 64 --train    # forward and backward
+    python benchmarks/warm_triton.py --grid gpu        # every Mamba-2 shape of a benchmark grid (GPU CI)
 
 mamba-ssm's Mamba-2 kernels (the SSD chunk scan, chunk state, state passing, ...) autotune for every new state
 size N', and compiling their ~40 candidate configs takes 40-100 s per shape on one CPU core: a pruning sweep
@@ -22,6 +23,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script from a checkout: import the perfmamba beside it
@@ -78,35 +80,59 @@ def warm_one(preset: str, d_state: int, *, paths: tuple[str, ...], train: bool, 
         torch.cuda.synchronize()
 
 
-def _worker_command(presets: list[str], d_state: int, paths: list[str], train: bool, dtype: str) -> list[str]:
-    cmd = [sys.executable, __file__, "--worker", "--presets", ",".join(presets), "--d-states", str(d_state),
-           "--paths", ",".join(paths), "--dtype", dtype]
+@dataclass(frozen=True)
+class Job:
+    """One worker: every preset of `presets` at d_state N' in `dtype`."""
+
+    presets: tuple[str, ...]
+    d_state: int
+    dtype: str = "bf16"
+
+    @property
+    def label(self) -> str:
+        return f"{','.join(self.presets)} N'={self.d_state} {self.dtype}"
+
+
+def grid_jobs(name: str) -> list[Job]:
+    """The Mamba-2 shapes a benchmark grid (perfmamba.bench.cases.GRIDS) runs: one job per preset, N' and dtype."""
+    from perfmamba.bench.cases import GRIDS
+
+    if name not in GRIDS:
+        raise ValueError(f"unknown grid {name!r}; choose one of: {', '.join(GRIDS)}")
+    grid = GRIDS[name]
+    shapes = {(c.preset, c.d_state, c.dtype) for c in (*grid.cases(), *grid.quality_cases()) if c.version == 2}
+    return [Job((preset,), n, dtype) for preset, n, dtype in sorted(shapes)]
+
+
+def _worker_command(job: Job, paths: list[str], train: bool) -> list[str]:
+    cmd = [sys.executable, __file__, "--worker", "--presets", ",".join(job.presets), "--d-states",
+           str(job.d_state), "--paths", ",".join(paths), "--dtype", job.dtype]
     return cmd + (["--train"] if train else [])
 
 
-def warm(presets: list[str], d_states: list[int], paths: list[str], *, train: bool, jobs: int,
-         dtype: str = "bf16") -> int:
-    """One worker per N', `jobs` at a time; returns the number of workers that failed (their stderr is shown)."""
+def warm(jobs: list[Job], paths: list[str], *, train: bool, parallel: int) -> int:
+    """One worker process per job, `parallel` at a time; returns the number of workers that failed (their output
+    is shown)."""
     env = {**os.environ, "TRITON_CACHE_AUTOTUNING": "0", "PYTHONUNBUFFERED": "1"}
-    pending = list(d_states)
-    running: dict[int, tuple[subprocess.Popen, float]] = {}
+    pending = list(jobs)
+    running: dict[Job, tuple[subprocess.Popen, float]] = {}
     failed = 0
     start = time.monotonic()
     while pending or running:
-        while pending and len(running) < jobs:
-            n = pending.pop(0)
-            proc = subprocess.Popen(_worker_command(presets, n, paths, train, dtype), env=env, stdout=subprocess.PIPE,
+        while pending and len(running) < parallel:
+            job = pending.pop(0)
+            proc = subprocess.Popen(_worker_command(job, paths, train), env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True)
-            running[n] = (proc, time.monotonic())
+            running[job] = (proc, time.monotonic())
         time.sleep(0.5)
-        for n, (proc, began) in list(running.items()):
+        for job, (proc, began) in list(running.items()):
             if proc.poll() is None:
                 continue
-            del running[n]
+            del running[job]
             output = proc.stdout.read() if proc.stdout else ""
             status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
-            print(f"[warm_triton] d_state {n}: {status} in {time.monotonic() - began:.0f}s "
-                  f"({len(d_states) - len(pending) - len(running)}/{len(d_states)} done, "
+            print(f"[warm_triton] {job.label}: {status} in {time.monotonic() - began:.0f}s "
+                  f"({len(jobs) - len(pending) - len(running)}/{len(jobs)} done, "
                   f"{time.monotonic() - start:.0f}s)", flush=True)
             if proc.returncode != 0:
                 failed += 1
@@ -116,27 +142,35 @@ def warm(presets: list[str], d_states: list[int], paths: list[str], *, train: bo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", required=True, help="comma-separated Mamba-2 presets")
-    parser.add_argument("--d-states", required=True, help="comma-separated N' to compile for")
+    parser.add_argument("--grid", default=None, help="the Mamba-2 shapes of this benchmark grid (quick, gpu, full)")
+    parser.add_argument("--presets", default="", help="comma-separated Mamba-2 presets")
+    parser.add_argument("--d-states", default="", help="comma-separated N' to compile for (one job each)")
     parser.add_argument("--paths", default="fused,unfused", help="mixer paths to run (default: both)")
     parser.add_argument("--train", action="store_true", help="also compile the backward kernels")
     parser.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16", help="inference dtype (default bf16)")
-    parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) - 2), help="workers at a time")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    presets = [p for p in args.presets.split(",") if p]
+    presets = tuple(p for p in args.presets.split(",") if p)
     d_states = [int(n) for n in args.d_states.split(",") if n]
     paths = [p for p in args.paths.split(",") if p]
     if args.worker:
         for preset in presets:
             warm_one(preset, d_states[0], paths=tuple(paths), train=args.train, dtype=args.dtype)
         return 0
+    try:
+        jobs = [Job(presets, n, args.dtype) for n in d_states] if presets else []
+        jobs += grid_jobs(args.grid) if args.grid else []
+    except ValueError as e:
+        parser.error(str(e))
+    if not jobs:
+        parser.error("nothing to compile: give --grid, or --presets and --d-states")
     import torch
 
     if not torch.cuda.is_available():
         print("warm_triton: needs a CUDA device", file=sys.stderr)
         return 2
-    return 1 if warm(presets, d_states, paths, train=args.train, jobs=args.jobs, dtype=args.dtype) else 0
+    return 1 if warm(jobs, paths, train=args.train, parallel=args.jobs) else 0
 
 
 if __name__ == "__main__":

@@ -17,3 +17,21 @@ def test_worker_runs_prefill_cache_and_decode_on_both_paths_and_training():
 def test_needs_a_gpu(capsys):
     assert warm_triton.main(["--presets", "mamba2-tiny", "--d-states", "16"]) == 2
     assert "needs a CUDA device" in capsys.readouterr().err
+
+
+def test_grid_jobs_are_the_grids_mamba2_shapes():
+    jobs = warm_triton.grid_jobs("gpu")
+    # mamba2-130m at ratios 0 / 0.5 / 0.9 in bf16, the trained mamba2-tiny of the perplexity cases in fp32
+    assert {(j.presets, j.d_state, j.dtype) for j in jobs} == {
+        (("mamba2-130m",), 128, "bf16"), (("mamba2-130m",), 64, "bf16"), (("mamba2-130m",), 12, "bf16"),
+        (("mamba2-tiny",), 32, "fp32"), (("mamba2-tiny",), 16, "fp32"), (("mamba2-tiny",), 4, "fp32"),
+    }
+
+
+def test_bad_arguments_are_named(capsys):
+    with pytest.raises(SystemExit):
+        warm_triton.main(["--grid", "nope"])
+    assert "unknown grid 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        warm_triton.main([])
+    assert "nothing to compile" in capsys.readouterr().err
