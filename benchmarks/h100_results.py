@@ -7,7 +7,8 @@ models against dense, with mamba-ssm's fused production kernels.
     python benchmarks/h100_results.py plots --out DIR                           # speed / memory / perplexity vs r
 
 Speed depends on the pruned shape, not on which states were kept, so the speed grid times uniformly pruned
-shapes N' = N - floor(N r) with random weights (what `prune_states(..., allocation="uniform")` produces); the
+shapes with random weights: N' = what `prune_states(..., allocation="uniform")` keeps (floor(N (1 - r)), rounded
+up to the kernels' legal multiple; the 2026-12-01 H200 rows used N - floor(N r), each row names its N'); the
 accuracy side (`quality`) prunes a trained model (perfmamba.eval's cached trainer) at every r with every
 criterion and allocation and scores held-out perplexity. Every finished point is appended to DIR/points.jsonl
 (DIR/quality.jsonl), and a rerun skips it, so the grid can be split across calls of limited length.
@@ -21,13 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from perfmamba.bench.cases import kept_states
 from perfmamba.models import build_model, get_preset
 
 SIZES = {1: ("mamba1-130m", "mamba1-1.4b"), 2: ("mamba2-130m", "mamba2-1.3b")}
@@ -35,13 +36,6 @@ SEQLENS = (64, 512, 2048, 8192, 16384)
 RATIOS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
 PREFILL_BATCH = {"130m": 8, "1.4b": 4, "1.3b": 4}
 DECODE_BATCH = 64
-
-
-def pruned_d_state(n: int, ratio: float, multiple: int = 1) -> int:
-    """States kept at ratio r: k = N - floor(N r) (the paper's floor(N(1-r)) up to rounding), rounded down to
-    `multiple` (Mamba-2's fused kernel needs ngroups * N' % 4 == 0) and at least `multiple`."""
-    kept = n - math.floor(n * ratio + 1e-9)
-    return max(multiple, kept // multiple * multiple)
 
 
 def _bench_ms(fn, *, rep_ms: int = 200) -> float:
@@ -99,9 +93,8 @@ def speed(out: Path, budget_s: float, smoke: bool, presets: tuple[str, ...] | No
         chosen = [(get_preset(p).version, p) for p in presets]
     for version, preset in chosen:
         dense = get_preset(preset)
-        multiple = 4 // math.gcd(4, dense.ngroups) if version == 2 else 1
         for ratio in RATIOS:
-            n = pruned_d_state(dense.d_state, ratio, multiple)
+            n = kept_states(preset, ratio)  # what prune_states(..., allocation="uniform") keeps
             todo = [L for L in seqlens if f"{preset}|r={ratio}|L={L}" not in done]
             decode_id = f"{preset}|r={ratio}|decode"
             if not todo and (decode_id in done or not decode):

@@ -14,12 +14,6 @@ def _write(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def test_pruned_d_state_rounds_to_legal_multiples():
-    script = load_script()
-    assert [script.pruned_d_state(16, r) for r in script.RATIOS] == [16, 15, 12, 8, 5, 2]
-    assert [script.pruned_d_state(128, r, 4) for r in (0.1, 0.9)] == [116, 12]
-
-
 def test_tables_and_plots_from_rows(tmp_path):
     script = load_script()
     speed = []
