@@ -22,6 +22,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +39,9 @@ BATCH = 2
 def warm_one(preset: str, d_state: int, *, paths: tuple[str, ...], train: bool, device: str = "cuda",
              dtype: str = "bf16") -> None:
     """Run a one-layer `preset` with d_state N' through a prefill on each of `paths`, a prompt into the decode
-    cache and one decode step,
-    the SSD scan alone as the op-level benchmarks and ssd_dstate_sweep call it (no gate z: another kernel
-    variant), and, with `train`, a bf16-autocast forward and backward: every Triton kernel these touch compiles."""
+    cache and one decode step, the SSD scan alone as the op-level benchmarks and ssd_dstate_sweep call it (no
+    gate z: another kernel variant), and, with `train`, a bf16-autocast forward and backward: every Triton kernel
+    these touch compiles."""
     import torch
 
     from perfmamba import ops
@@ -115,21 +116,25 @@ def warm(jobs: list[Job], paths: list[str], *, train: bool, parallel: int) -> in
     is shown)."""
     env = {**os.environ, "TRITON_CACHE_AUTOTUNING": "0", "PYTHONUNBUFFERED": "1"}
     pending = list(jobs)
-    running: dict[Job, tuple[subprocess.Popen, float]] = {}
+    running: dict[Job, tuple[subprocess.Popen, object, float]] = {}
     failed = 0
     start = time.monotonic()
     while pending or running:
         while pending and len(running) < parallel:
             job = pending.pop(0)
-            proc = subprocess.Popen(_worker_command(job, paths, train), env=env, stdout=subprocess.PIPE,
+            # Output to a file, not a pipe: a worker that filled an unread pipe would block forever.
+            log = tempfile.TemporaryFile(mode="w+")
+            proc = subprocess.Popen(_worker_command(job, paths, train), env=env, stdout=log,
                                     stderr=subprocess.STDOUT, text=True)
-            running[job] = (proc, time.monotonic())
+            running[job] = (proc, log, time.monotonic())
         time.sleep(0.5)
-        for job, (proc, began) in list(running.items()):
+        for job, (proc, log, began) in list(running.items()):
             if proc.poll() is None:
                 continue
             del running[job]
-            output = proc.stdout.read() if proc.stdout else ""
+            log.seek(0)
+            output = log.read()
+            log.close()
             status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
             print(f"[warm_triton] {job.label}: {status} in {time.monotonic() - began:.0f}s "
                   f"({len(jobs) - len(pending) - len(running)}/{len(jobs)} done, "

@@ -1,5 +1,7 @@
 """benchmarks/warm_triton.py: its worker runs every path, length and (with --train) the backward pass; its
-parent refuses to run without a GPU."""
+parent refuses to run without a GPU, and reads every worker's output without blocking on it."""
+
+import sys
 
 import bench_scripts
 import pytest
@@ -35,3 +37,14 @@ def test_bad_arguments_are_named(capsys):
     with pytest.raises(SystemExit):
         warm_triton.main([])
     assert "nothing to compile" in capsys.readouterr().err
+
+
+def test_workers_that_print_a_lot_neither_block_nor_hide_failures(monkeypatch, capsys):
+    # 200 kB is more than a pipe holds: a worker writing it into an unread pipe would never exit
+    script = "import sys; sys.stdout.write('x' * 200_000 + 'END'); sys.exit({})"
+    monkeypatch.setattr(warm_triton, "_worker_command",
+                        lambda job, paths, train: [sys.executable, "-c", script.format(job.d_state)])
+    jobs = [warm_triton.Job(("a",), 0), warm_triton.Job(("b",), 3)]
+    assert warm_triton.warm(jobs, [], train=False, parallel=2) == 1
+    out = capsys.readouterr().out
+    assert "a N'=0 bf16: ok" in out and "b N'=3 bf16: FAILED (exit 3)" in out and "END" in out
