@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from gpu_checks import ATOL, RTOL, assert_matches_on_both_paths
 
 from perfmamba.models import ModelConfig, build_model, load_model, save_model
 
@@ -30,12 +31,7 @@ def test_matches_mamba_ssm_lm_head_model(version, d_state):
     ours = build_model(cfg, device="cuda", seed=0)
     theirs = mamba_ssm_model(cfg)
     theirs.load_state_dict(ours.state_dict(), strict=True)
-    ids = torch.randint(0, cfg.vocab_size, (2, 300), device="cuda")
-    with torch.no_grad():
-        want = theirs(ids).logits
-        for path in ("fused", "unfused"):
-            got = ours.configure(path=path)(ids)
-            torch.testing.assert_close(got, want, rtol=6e-4, atol=2e-3, msg=f"path={path}")
+    assert_matches_on_both_paths(ours, theirs, torch.randint(0, cfg.vocab_size, (2, 300), device="cuda"))
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -48,7 +44,7 @@ def test_cuda_decoding_equals_parallel_forward(version):
         cache = model.allocate_cache(2)
         steps = [model(ids[:, :30], cache=cache)]
         steps += [model.step(ids[:, t], cache).unsqueeze(1) for t in range(30, 40)]
-    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=6e-4, atol=2e-3)
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -59,7 +55,7 @@ def test_cuda_backend_matches_reference_backend(version):
     with torch.no_grad():
         cuda = model.configure(backend="cuda")(ids)
         ref = model.configure(backend="reference")(ids)
-    torch.testing.assert_close(cuda, ref, rtol=6e-4, atol=2e-3)
+    torch.testing.assert_close(cuda, ref, rtol=RTOL, atol=ATOL)
 
 
 def test_our_checkpoint_loads_into_mamba_ssm(tmp_path):
@@ -71,6 +67,6 @@ def test_our_checkpoint_loads_into_mamba_ssm(tmp_path):
     theirs = MambaLMHeadModel.from_pretrained(str(tmp_path), device="cuda", dtype=torch.float32)
     ids = torch.randint(0, cfg.vocab_size, (1, 64), device="cuda")
     with torch.no_grad():
-        torch.testing.assert_close(ours(ids), theirs(ids).logits, rtol=6e-4, atol=2e-3)
+        torch.testing.assert_close(ours(ids), theirs(ids).logits, rtol=RTOL, atol=ATOL)
     theirs.save_pretrained(str(tmp_path / "back"))
     assert load_model(tmp_path / "back").config.d_state == 8

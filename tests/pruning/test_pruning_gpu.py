@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from gpu_checks import ATOL, RTOL, assert_matches_on_both_paths
 
 from perfmamba.models import ModelConfig, build_model, load_model
 from perfmamba.pruning import calibrate, prune_states, save_pruned
@@ -30,11 +31,7 @@ def test_uniformly_pruned_checkpoint_loads_into_mamba_ssm(tmp_path, version, rat
     theirs = MambaLMHeadModel.from_pretrained(str(tmp_path), device="cuda", dtype=torch.float32)
     assert theirs.config.ssm_cfg["d_state"] == n
     test_ids = torch.randint(0, cfg.vocab_size, (2, 300), device="cuda")
-    with torch.no_grad():
-        want = theirs(test_ids).logits
-        for path in ("fused", "unfused"):
-            got = pruned.configure(path=path)(test_ids)
-            torch.testing.assert_close(got, want, rtol=6e-4, atol=2e-3, msg=f"path={path}, d_state={n}")
+    assert_matches_on_both_paths(pruned, theirs, test_ids, msg=f", d_state={n}")
     assert load_model(tmp_path).config.d_state == n
 
 
@@ -60,4 +57,4 @@ def test_mask_and_remove_agree_on_the_fused_path(version):
     masked, _ = prune_states(model, 0.5, ids, "gramian", "global", mode="mask", stats=stats)
     with torch.no_grad():
         torch.testing.assert_close(removed.configure(path="fused")(ids), masked.configure(path="fused")(ids),
-                                   rtol=6e-4, atol=2e-3)
+                                   rtol=RTOL, atol=ATOL)
