@@ -25,6 +25,7 @@ from perfmamba.profiling.sweep import (
     ProfileResult,
     ScalingFit,
 )
+from perfmamba.profiling.timers import COPIES, OTHER
 from perfmamba.results import ResultsFileError, atomic_write_text, read_json, write_json
 
 RESULT_KIND = "profile"
@@ -74,7 +75,7 @@ def _series(result: ProfileResult) -> dict[tuple[str, str, int], list[PointResul
 
 def _component_names(result: ProfileResult, points: Sequence[PointResult]) -> list[str]:
     seen = {c.name for p in points for c in p.components}
-    order = [*components_of(_config(result)), "copies", "mixer_fused", "other"]
+    order = [*components_of(_config(result)), COPIES, "mixer_fused", OTHER]
     return [n for n in order if n in seen] + sorted(seen - set(order))
 
 
@@ -298,7 +299,7 @@ def _colors(names: Sequence[str]) -> dict[str, Any]:
 
     cmap = colormaps["tab10"]
     fixed: dict[str, Any] = {n: cmap(i) for n, i in _PALETTE.items()}
-    fixed.update(other="0.8", total="black", copies="0.55")
+    fixed.update({OTHER: "0.8", COPIES: "0.55", "total": "black"})
     extra = colormaps["Set2"]
     return {n: fixed.get(n, extra(i % 8)) for i, n in enumerate(names)}
 
