@@ -1,8 +1,8 @@
 """asv: the model level (see perfmamba.bench.cases), prefill and decode, dense and pruned."""
 
-from perfmamba.bench.workloads import DependencyMissing, make_workload, peak_memory_bytes
+from perfmamba.bench.workloads import peak_memory_bytes
 
-from .common import MODELS, PARAM_NAMES, _SpeedupBase, _TimingBase, device, skip_missing, timing_case, timing_params
+from .common import PARAM_NAMES, _SpeedupBase, _TimingBase, device, timing_case, timing_params, workload
 
 
 class ModelPrefill(_TimingBase):
@@ -38,10 +38,7 @@ class ModelPeakMemory:
         self.device = device()
         if self.device.type != "cuda":
             raise NotImplementedError("peak GPU memory needs a CUDA device")
-        try:
-            self.workload = make_workload(self.case, self.device, MODELS)
-        except DependencyMissing as e:
-            raise skip_missing(e) from e
+        self.workload = workload(self.case, self.device)
 
     def track_peak_gpu_memory(self, *params):
         return peak_memory_bytes(self.workload)
@@ -57,10 +54,7 @@ class ModelDecodeCache:
 
     def setup(self, *params):
         self.case = timing_case("model", "decode", *params)
-        try:
-            self.workload = make_workload(self.case, device(), MODELS)
-        except DependencyMissing as e:
-            raise skip_missing(e) from e
+        self.workload = workload(self.case, device())
 
     def track_cache_bytes(self, *params):
         return self.workload.info["cache_bytes"]

@@ -11,7 +11,7 @@ import torch
 
 from perfmamba.bench.cases import NO_CRITERION, Case, get_grid
 from perfmamba.bench.timing import configure_process
-from perfmamba.bench.workloads import DependencyMissing, ModelCache, default_device
+from perfmamba.bench.workloads import DependencyMissing, ModelCache, Workload, default_device, make_workload
 
 GRID = get_grid()
 configure_process(GRID.cpu_threads)
@@ -36,8 +36,12 @@ def device() -> torch.device:
     return default_device()
 
 
-def skip_missing(error: DependencyMissing) -> NotImplementedError:
-    return NotImplementedError(str(error))
+def workload(case: Case, on: torch.device) -> Workload:
+    """The case's workload from the shared model cache; a missing perfmamba dependency is asv's "skip"."""
+    try:
+        return make_workload(case, on, MODELS)
+    except DependencyMissing as e:
+        raise NotImplementedError(str(e)) from e
 
 
 class _TimingBase:
@@ -54,14 +58,10 @@ class _TimingBase:
 
     def setup(self, preset, seqlen, batch, ratio, criterion):
         from perfmamba.bench.timing import RoundTimer
-        from perfmamba.bench.workloads import make_workload
 
         self.case = timing_case(self.level, self.mode, preset, seqlen, batch, ratio, criterion)
         self.device = device()
-        try:
-            self.workload = make_workload(self.case, self.device, MODELS)
-        except DependencyMissing as e:
-            raise skip_missing(e) from e
+        self.workload = workload(self.case, self.device)
         self.round_timer = RoundTimer(self.workload.fn, self.device)
 
     def time_call(self, *params):
@@ -85,15 +85,10 @@ class _SpeedupBase:
     timeout = 1200
 
     def setup(self, preset, seqlen, batch, ratio, criterion):
-        from perfmamba.bench.workloads import make_workload
-
         self.case = timing_case(self.level, self.mode, preset, seqlen, batch, ratio, criterion)
         self.device = device()
-        try:
-            self.pruned = make_workload(self.case, self.device, MODELS)
-            self.dense = make_workload(self.case.dense(), self.device, MODELS)
-        except DependencyMissing as e:
-            raise skip_missing(e) from e
+        self.pruned = workload(self.case, self.device)
+        self.dense = workload(self.case.dense(), self.device)
 
     def track_speedup(self, *params):
         from perfmamba.bench.timing import paired_ratio, time_interleaved
