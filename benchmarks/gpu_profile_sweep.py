@@ -4,6 +4,7 @@ unfused and fused paths, with CUDA-graph times, kernel attribution, memory, roof
 
     python benchmarks/gpu_profile_sweep.py --out docs/results/profile [--budget-s 420] [--tar sweep.tar.gz]
     python benchmarks/gpu_profile_sweep.py --smoke --out /tmp/sweep      # CPU, tiny presets, seconds
+    python benchmarks/gpu_profile_sweep.py --report-only --out docs/results/profile   # re-render, measure nothing
 
 Writes per model `<out>/<model>/profile.{json,csv,txt}` and plots (shares, scaling, roofline), and
 `<out>/summary.md`: the tables with the paper's findings beside ours. Resumable: a model's profile.json is
@@ -30,6 +31,7 @@ from perfmamba import ops  # noqa: E402
 from perfmamba.models import build_model  # noqa: E402
 from perfmamba.profiling.report import (  # noqa: E402
     JSON_FILE,
+    RESULT_KIND,
     format_header,
     format_point,
     format_series,
@@ -38,8 +40,8 @@ from perfmamba.profiling.report import (  # noqa: E402
     write_report,
 )
 from perfmamba.profiling.roofline import measure_peaks  # noqa: E402
-from perfmamba.profiling.sweep import ProfileConfig, ProfileResult, profile  # noqa: E402
-from perfmamba.results import atomic_write_text, environment  # noqa: E402
+from perfmamba.profiling.sweep import ProfileConfig, ProfileResult, device_time, kernels_overlap, profile, reanalyse  # noqa: E402
+from perfmamba.results import atomic_write_text, environment, read_json  # noqa: E402
 
 GPU_MODELS = ("mamba1-130m", "mamba2-130m", "mamba1-1.4b", "mamba2-1.3b")  # small first: they finish for sure
 SMOKE_MODELS = ("mamba1-tiny", "mamba2-tiny")
@@ -110,6 +112,10 @@ def _largest_ok(result: ProfileResult, mode: str, batch: int):
     return max(done, key=lambda p: p.seqlen) if done else None
 
 
+def _label(p) -> str:
+    return f"{p.path} {p.mode} b{p.batch} L{p.seqlen}"
+
+
 def _findings(results: dict[str, ProfileResult]) -> list[tuple[str, str, str]]:
     """(question, the paper, ours) rows, ours read off the measured results."""
     rows = [
@@ -132,10 +138,16 @@ def _findings(results: dict[str, ProfileResult]) -> list[tuple[str, str, str]]:
             top = _largest_ok(result, "prefill", batch)
             if top is None:
                 continue
-            parts = sorted(((c.share or 0, c.name) for c in top.components), reverse=True)[:4]
+            # Shares of device time: at a launch-bound point the span times are the CPU's launch times.
+            times = {c.name: device_time(top, c) or 0.0 for c in top.components}
+            total = sum(times.values()) or 1.0
+            parts = sorted(((t / total, n) for n, t in times.items()), reverse=True)[:4]
             ranked = ", ".join(f"{n} {100 * s:.0f}%" for s, n in parts)
+            if top.launch_bound:
+                ranked += " (launch-bound: shares of kernel time)"
             paper = PAPER["finding"] if name.startswith("mamba1") else "the SSM component demands a significant share"
-            rows.append((f"{name} prefill, batch {batch}, L {top.seqlen}: largest components", paper, ranked))
+            rows.append((f"{name} prefill, batch {batch}, L {top.seqlen}: largest components (device time)",
+                         paper, ranked))
         top = _largest_ok(result, "prefill", min(result.config.batch_sizes))
         if top is not None and top.peak_bytes is not None:
             rows.append((f"{name} memory at L {top.seqlen}, batch {top.batch}", PAPER["memory"],
@@ -143,18 +155,23 @@ def _findings(results: dict[str, ProfileResult]) -> list[tuple[str, str, str]]:
                          f"{_bytes(top.allocated_bytes)} in the same forward"))
         measured = [p for p in result.ok_points() if p.busy_fraction is not None]
         if measured:
-            bound = ", ".join(f"{p.mode} b{p.batch} L{p.seqlen}" for p in measured if p.launch_bound)
+            bound = ", ".join(_label(p) for p in measured if p.launch_bound)
             rows.append((f"{name}: launch-bound points (GPU busy < "
                          f"{result.config.launch_bound_threshold:.0%} of wall time)", "not examined",
                          bound or "none"))
+            overlap = ", ".join(f"{_label(p)} ({p.busy_fraction:.2f}x)" for p in measured if kernels_overlap(p))
+            if overlap:
+                rows.append((f"{name}: points whose kernel records overlap (sum of kernel times / wall time)",
+                             "not examined", f"{overlap}: span times are the device time there"))
         fit = next((f for f in result.fits if f.mode == "prefill" and f.component == "ssm_scan"
                     and f.path == "unfused"), None)
         if fit is not None:
             tail = f", {fit.k_tail:.2f} over the longer half" if fit.k_tail is not None else ""
-            rows.append((f"{name}: SSM scan time ~ L^k", "not fitted", f"k = {fit.k:.2f}{tail}"))
+            rows.append((f"{name}: SSM scan device time ~ L^k (unfused prefill, batch {fit.batch})", "not fitted",
+                         f"k = {fit.k:.2f}{tail}"))
         tpot = next((f for f in result.fits if f.mode == "decode" and f.component == "total"), None)
         if tpot is not None:
-            rows.append((f"{name}: TPOT ~ L^k (prompt length)", "TPOT reported per length",
+            rows.append((f"{name}: TPOT ~ L^k (prompt length; CUDA-graph time)", "TPOT reported per length",
                          f"k = {tpot.k:.2f} (a fixed-size state: constant per token)"))
     return rows
 
@@ -164,8 +181,8 @@ def _summary(results: dict[str, ProfileResult], env: dict, wall_s: float, notes:
         "# Component-level profile of Mamba-1 and Mamba-2", "",
         f"- device: {env.get('gpu') or env.get('cpu')}; torch {env['torch']} (CUDA {env['cuda']}); mamba-ssm "
         f"{env['mamba_ssm']}; causal-conv1d {env['causal_conv1d']}; triton {env['triton']}",
-        f"- perfmamba {env['perfmamba']} at commit {env['git_commit']}; {env['timestamp']}; sweep took "
-        f"{wall_s:.0f} s",
+        f"- perfmamba {env['perfmamba']} at commit {env['git_commit']}; {env['timestamp']}; measuring "
+        f"took {wall_s:.0f} s",
         "- random weights (timing depends on shapes only); per model: `<model>/profile.json` (raw samples, "
         "schema-versioned), `profile.csv`, `profile.txt`, `shares.png`, `scaling.png`, `roofline.png`",
         *[f"- note: {n}" for n in notes], "",
@@ -175,8 +192,10 @@ def _summary(results: dict[str, ProfileResult], env: dict, wall_s: float, notes:
         "Reading the tables: times are medians per call (a forward, or one decode step) from CUDA events; shares "
         "are each component's self time; `cover` is the named components' sum over the end-to-end time; `busy` "
         "is the GPU's kernel time over the wall time (`*`: launch-bound, the GPU waits for the CPU, and span "
-        "times there are launch times); `graph ms` replays the call from a CUDA graph, without launch overhead; "
-        "`k` is the exponent of time ~ L^k fitted over the series.", "",
+        "times there are launch times; `!`: the kernel records overlap, their sum exceeds the wall time, and span "
+        "times are the device time there); `graph ms` replays the call from a CUDA graph, without launch "
+        "overhead; `k` is the exponent of device time ~ L^k fitted over the series (a component's kernel time, "
+        "or its span time where the kernel records overlap; the total's CUDA-graph time).", "",
     ]
     for name, result in results.items():
         lines += [f"## {name}", "", "```", format_header(result), ""]
@@ -193,6 +212,27 @@ def _summary(results: dict[str, ProfileResult], env: dict, wall_s: float, notes:
     return "\n".join(lines)
 
 
+def _report_only(args: argparse.Namespace) -> int:
+    found = [d.name for d in sorted(args.out.iterdir()) if (d / JSON_FILE).is_file()]
+    models = args.models.split(",") if args.models else sorted(
+        found, key=lambda m: GPU_MODELS.index(m) if m in GPU_MODELS else len(GPU_MODELS))
+    results: dict[str, ProfileResult] = {}
+    env: dict = {}
+    for name in models:
+        folder = args.out / name
+        env = read_json(folder / JSON_FILE, kind=RESULT_KIND)["environment"]
+        results[name] = reanalyse(read_profile(folder))
+        write_report(results[name], folder, environment=env)
+        print(f"{name}: re-rendered {len(results[name].points)} points", flush=True)
+    if not results:
+        print(f"no <model>/{JSON_FILE} under {args.out}", file=sys.stderr)
+        return 2
+    measured_s = sum(p.wall_s or 0.0 for r in results.values() for p in r.points)
+    atomic_write_text(args.out / "summary.md", _summary(results, env, measured_s, list(args.note)))
+    print(f"wrote {args.out}/summary.md")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="output directory")
@@ -204,11 +244,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-reference", action="store_true",
                         help="run on a GPU without mamba-ssm / causal-conv1d kernels (pure-PyTorch ops: slow)")
     parser.add_argument("--tar", type=Path, default=None, help="also pack the output directory into this .tar.gz")
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: re-render the reports and summary.md from the models' profile.json "
+                             "(derived numbers recomputed by this version's rules, the measuring machine kept)")
+    parser.add_argument("--note", action="append", default=[], help="a line for summary.md's notes (repeatable)")
     args = parser.parse_args(argv)
+    if args.report_only:
+        return _report_only(args)
     args.seqlens = tuple(int(v) for v in args.seqlens.split(",")) if args.seqlens else None
     args.batch = tuple(int(v) for v in args.batch.split(",")) if args.batch else None
     start = time.monotonic()
-    notes: list[str] = []
+    notes: list[str] = list(args.note)
     if not args.smoke:
         if not torch.cuda.is_available():
             print("no CUDA device: use --smoke for the CPU check", file=sys.stderr)

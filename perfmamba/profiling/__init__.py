@@ -36,6 +36,7 @@ from perfmamba.profiling.sweep import (
     fit_scaling,
     merge_results,
     profile,
+    reanalyse,
 )
 from perfmamba.profiling.timers import SpanTimer, kernel_attribution
 
@@ -44,6 +45,6 @@ __all__ = [
     "ProfileComparison", "ProfileConfig", "ProfileResult", "ProfileRun", "ScalingFit", "SpanTimer",
     "cache_bytes_per_sequence", "compare_profiles", "component_costs", "components_of", "fit_scaling",
     "flop_counter_by_component", "format_comparison", "format_table", "kernel_attribution", "layer_costs",
-    "measure_memory", "measure_peaks", "merge_results", "profile", "read_profile", "roofline_point",
+    "measure_memory", "measure_peaks", "merge_results", "profile", "read_profile", "reanalyse", "roofline_point",
     "run_profile", "write_profile_json", "write_report",
 ]

@@ -24,6 +24,8 @@ from perfmamba.profiling.sweep import (
     PointResult,
     ProfileResult,
     ScalingFit,
+    kernels_overlap,
+    scaling_time,
 )
 from perfmamba.profiling.timers import COPIES, OTHER
 from perfmamba.results import ResultsFileError, atomic_write_text, read_json, write_json
@@ -133,7 +135,7 @@ def format_series(result: ProfileResult, series: tuple[str, str, int], points: S
         row += [_pct(c.share) if (c := p.component(n)) else "" for n in names]
         row.append(_pct(p.coverage))
         if gpu:
-            busy = _pct(p.busy_fraction) + ("*" if p.launch_bound else "")
+            busy = _pct(p.busy_fraction) + ("*" if p.launch_bound else "!" if kernels_overlap(p) else "")
             row += [busy, _ms(p.graph_time_s)]
         rows.append(row)
     fit_row = ["k"] + [""] * (len(head) - 1)
@@ -149,7 +151,8 @@ def format_series(result: ProfileResult, series: tuple[str, str, int], points: S
     text = f"{title}\n{_table(head, rows)}"
     if gpu:
         text += ("\n  busy = GPU kernel time / wall time; * = launch-bound (below "
-                 f"{result.config.launch_bound_threshold:.0%}): span times there are CPU launch time")
+                 f"{result.config.launch_bound_threshold:.0%}): span times there are CPU launch time; ! = kernel "
+                 "records overlap (their sum exceeds the wall time): span times are the device time there")
     if notes:
         text += "\n" + "\n".join(notes)
     return text
@@ -208,8 +211,11 @@ def gate_entries(result: ProfileResult) -> list[dict[str, Any]]:
     return out
 
 
-def write_profile_json(result: ProfileResult, path: str | Path) -> Path:
-    return write_json(path, {**result.to_dict(), "benchmarks": gate_entries(result)}, kind=RESULT_KIND)
+def write_profile_json(result: ProfileResult, path: str | Path, *, environment: dict[str, Any] | None = None) -> Path:
+    """`result` as JSON, with the gate's benchmark entries; `environment` replaces this machine's (for a profile
+    measured elsewhere and re-rendered here)."""
+    extra = {"environment": environment} if environment is not None else {}
+    return write_json(path, {**extra, **result.to_dict(), "benchmarks": gate_entries(result)}, kind=RESULT_KIND)
 
 
 def validate_profile(doc: dict[str, Any], source: str = "profile") -> ProfileResult:
@@ -333,7 +339,7 @@ def plot_shares(result: ProfileResult, path: Path) -> Path | None:
 
 
 def plot_scaling(result: ProfileResult, path: Path) -> Path | None:
-    """log-log time per component against L, one panel per series, with the fitted k."""
+    """log-log device time per component against L (`scaling_time`), one panel per series, with the fitted k."""
     series = [(k, [p for p in v if p.status == "ok"]) for k, v in _series(result).items()]
     series = [(k, v) for k, v in series if len(v) >= 2]
     if not series:
@@ -346,7 +352,7 @@ def plot_scaling(result: ProfileResult, path: Path) -> Path | None:
         for n in ["total", *names]:
             xs, ys = [], []
             for p in points:
-                t = p.time_s if n == "total" else getattr(p.component(n), "time_s", None)
+                t = scaling_time(p, n)
                 if t and t > 0:
                     xs.append(p.seqlen)
                     ys.append(t * 1e3)
@@ -359,11 +365,12 @@ def plot_scaling(result: ProfileResult, path: Path) -> Path | None:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("sequence length L")
-        ax.set_ylabel("ms per call")
+        ax.set_ylabel("device ms per call")
         ax.set_title(f"{key[1]}, {key[0]}, batch {key[2]}", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=6, loc="best", framealpha=0.6)
-    fig.suptitle(f"{result.model.name}: time ~ L^k", fontsize=10)
+    fig.suptitle(f"{result.model.name}: device time ~ L^k (components: kernel time, or span time where kernel "
+                 "records overlap; total: CUDA-graph replay where measured)", fontsize=10)
     fig.savefig(path, dpi=110)
     return path
 
@@ -515,11 +522,13 @@ def write_comparison(cmp: ProfileComparison, out_dir: str | Path) -> dict[str, P
 
 
 # Everything at once ------------------------------------------------------------------------------------------
-def write_report(result: ProfileResult, out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
-    """profile.json, profile.csv, profile.txt (the table) and the plots, in `out_dir`. Returns the paths."""
+def write_report(result: ProfileResult, out_dir: str | Path, *, plots: bool = True,
+                 environment: dict[str, Any] | None = None) -> dict[str, Path]:
+    """profile.json, profile.csv, profile.txt (the table) and the plots, in `out_dir`. Returns the paths.
+    `environment`: as in `write_profile_json`."""
     out_dir = Path(out_dir)
     files = {
-        "json": write_profile_json(result, out_dir / JSON_FILE),
+        "json": write_profile_json(result, out_dir / JSON_FILE, environment=environment),
         "csv": atomic_write_text(out_dir / CSV_FILE, _csv_text(csv_rows(result), CSV_COLUMNS)),
         "text": atomic_write_text(out_dir / TEXT_FILE, format_table(result)),
     }

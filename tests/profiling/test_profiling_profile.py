@@ -10,7 +10,15 @@ from perfmamba.models import build_model
 from perfmamba.profiling import ProfileConfig, fit_scaling, merge_results, profile
 from perfmamba.profiling import sweep as profile_module
 from perfmamba.profiling.costs import cache_bytes_per_sequence, components_of
-from perfmamba.profiling.sweep import PointResult, is_out_of_memory, power_law
+from perfmamba.profiling.sweep import (
+    KERNEL_OVERLAP,
+    ComponentStats,
+    PointResult,
+    device_time,
+    is_out_of_memory,
+    kernels_overlap,
+    power_law,
+)
 
 GEMMS = ("in_proj", "x_proj", "out_proj", "lm_head")
 
@@ -99,6 +107,33 @@ def test_fit_scaling_tail_uses_the_longer_half():
         points.append(PointResult(path="unfused", mode="prefill", batch=1, seqlen=L, status="ok", time_s=t))
     (fit,) = fit_scaling(points)
     assert fit.component == "total" and fit.k_tail == pytest.approx(1.0) and 0 < fit.k < 1
+
+
+def _gpu_point(L: int, wall: float, scan_span: float, scan_kernels: float, busy_fraction: float,
+               graph: float | None = None) -> PointResult:
+    scan = ComponentStats("ssm_scan", time_s=scan_span, busy_s=scan_kernels)
+    return PointResult(path="unfused", mode="prefill", batch=1, seqlen=L, status="ok", time_s=wall,
+                       graph_time_s=graph, busy_fraction=busy_fraction, launch_bound=busy_fraction < 0.7,
+                       components=[scan])
+
+
+def test_device_time_is_the_kernels_time_unless_their_records_overlap():
+    launch_bound = _gpu_point(64, wall=20e-3, scan_span=5e-3, scan_kernels=0.2e-3, busy_fraction=0.1)
+    overlapping = _gpu_point(64, wall=0.5, scan_span=0.2, scan_kernels=0.35, busy_fraction=KERNEL_OVERLAP + 0.5)
+    assert device_time(launch_bound, launch_bound.components[0]) == 0.2e-3  # spans there are CPU launch time
+    assert not kernels_overlap(launch_bound) and kernels_overlap(overlapping)
+    assert device_time(overlapping, overlapping.components[0]) == 0.2  # summed kernel records exceed the wall
+    cpu = PointResult(path="unfused", mode="prefill", batch=1, seqlen=64, status="ok", time_s=1.0,
+                      components=[ComponentStats("ssm_scan", time_s=0.4, busy_s=0.3)])
+    assert device_time(cpu, cpu.components[0]) == 0.4  # on a CPU busy_s is operator time: the spans are kept
+
+
+def test_fit_scaling_fits_device_time_in_a_launch_bound_series():
+    # The wall time is the CPU's (flat in L); the scan's kernels and the graph replay grow linearly.
+    points = [_gpu_point(L, wall=20e-3, scan_span=5e-3, scan_kernels=1e-6 * L, busy_fraction=0.05 * L / 64,
+                         graph=2e-6 * L) for L in (64, 128, 256, 512)]
+    fits = {f.component: f for f in fit_scaling(points)}
+    assert fits["ssm_scan"].k == pytest.approx(1.0) and fits["total"].k == pytest.approx(1.0)
 
 
 def test_out_of_memory_is_reported_and_ends_the_series(monkeypatch):
