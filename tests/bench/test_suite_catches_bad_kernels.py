@@ -4,6 +4,7 @@ one whose cost ignores the state dimension (padded to a 64-wide tile, so pruning
 kernels meet the speedup thresholds is what the benchmark suite itself asserts, on the machine kind the [cpu]
 thresholds were measured on.)"""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -118,3 +119,21 @@ def test_benchmark_suite_fails_with_a_bad_plugin(plugin, message):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out[-3000:]
     assert message in out and "ThresholdError" in out
+
+
+@pytest.mark.parametrize("preset", ["mamba1-tiny", "mamba2-tiny"])
+def test_perplexity_threshold_passes_calibrated_pruning_and_fails_random_states(preset, thresholds):
+    """The shipped [cpu] perplexity bound holds for the grid's criterion and rejects the same number of states
+    chosen at random (a pruning that ignores activity), on the trained tiny models."""
+    import torch
+
+    from perfmamba.bench.quality import QualityCache
+
+    cache = QualityCache(torch.device("cpu"))
+    case = Case(preset, "model", "prefill", 256, 1, 0.5, "contribution", "fp32")
+    rule = thresholds.rule("perplexity", case)
+    assert rule is not None
+    dense = cache.perplexity(case.dense())
+    assert cache.perplexity(case) / dense - 1 <= rule.bound
+    random_states = dataclasses.replace(case, criterion="random")
+    assert cache.perplexity(random_states) / dense - 1 > rule.bound

@@ -29,6 +29,7 @@ def test_cpu_thresholds_are_live_on_the_quick_grid():
     speedup = {(c.version, c.level, c.mode) for c in cases if t.rule("speedup", c)}
     assert {(1, "op", "prefill"), (2, "op", "decode"), (1, "block", "prefill"), (1, "model", "prefill")} <= speedup
     assert all(t.rule("cache", c) for c in cases if c.pruned and c.mode == "decode" and c.level != "op")
+    assert all(t.rule("perplexity", c) for c in GRIDS["quick"].quality_cases() if c.pruned)
 
 
 @pytest.mark.parametrize("cls", ["h100", "h200"])
@@ -38,6 +39,7 @@ def test_gpu_thresholds_are_live_on_the_gpu_grid(cls):
     assert any(t.rule("speedup", c) for c in cases)
     for kind in ("memory", "cache"):
         assert {c.version for c in cases if t.rule(kind, c) and c.level == "model"} == {1, 2}
+    assert all(t.rule("perplexity", c) for c in GRIDS["gpu"].quality_cases() if c.pruned)
 
 
 def test_device_class_override(monkeypatch):
