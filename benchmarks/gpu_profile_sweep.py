@@ -40,7 +40,14 @@ from perfmamba.profiling.report import (  # noqa: E402
     write_report,
 )
 from perfmamba.profiling.roofline import measure_peaks  # noqa: E402
-from perfmamba.profiling.sweep import ProfileConfig, ProfileResult, device_time, kernels_overlap, profile, reanalyse  # noqa: E402
+from perfmamba.profiling.sweep import (  # noqa: E402
+    ProfileConfig,
+    ProfileResult,
+    device_time,
+    kernels_overlap,
+    profile,
+    reanalyse,
+)
 from perfmamba.results import atomic_write_text, environment, read_json  # noqa: E402
 
 GPU_MODELS = ("mamba1-130m", "mamba2-130m", "mamba1-1.4b", "mamba2-1.3b")  # small first: they finish for sure
