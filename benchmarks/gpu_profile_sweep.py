@@ -36,6 +36,7 @@ from perfmamba.profiling.report import (  # noqa: E402
     format_point,
     format_series,
     read_profile,
+    validate_profile,
     write_profile_json,
     write_report,
 )
@@ -227,8 +228,9 @@ def _report_only(args: argparse.Namespace) -> int:
     env: dict = {}
     for name in models:
         folder = args.out / name
-        env = read_json(folder / JSON_FILE, kind=RESULT_KIND)["environment"]
-        results[name] = reanalyse(read_profile(folder))
+        doc = read_json(folder / JSON_FILE, kind=RESULT_KIND)  # read once: the environment and the profile
+        env = doc["environment"]
+        results[name] = reanalyse(validate_profile(doc, str(folder / JSON_FILE)))
         write_report(results[name], folder, environment=env)
         print(f"{name}: re-rendered {len(results[name].points)} points", flush=True)
     if not results:
