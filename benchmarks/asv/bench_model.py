@@ -2,25 +2,35 @@
 
 from perfmamba.bench.workloads import peak_memory_bytes
 
-from .common import PARAM_NAMES, _SpeedupBase, _TimingBase, device, timing_case, timing_params, workload
+from .common import (
+    PARAM_NAMES,
+    SavedModels,
+    _SpeedupBase,
+    _TimingBase,
+    device,
+    prepare_models,
+    timing_case,
+    timing_params,
+    workload,
+)
 
 
-class ModelPrefill(_TimingBase):
+class ModelPrefill(SavedModels, _TimingBase):
     level, mode = "model", "prefill"
     params = timing_params(level, mode)
 
 
-class ModelDecode(_TimingBase):
+class ModelDecode(SavedModels, _TimingBase):
     level, mode = "model", "decode"
     params = timing_params(level, mode)
 
 
-class ModelPrefillSpeedup(_SpeedupBase):
+class ModelPrefillSpeedup(SavedModels, _SpeedupBase):
     level, mode = "model", "prefill"
     params = timing_params(level, mode, pruned_only=True)
 
 
-class ModelDecodeSpeedup(_SpeedupBase):
+class ModelDecodeSpeedup(SavedModels, _SpeedupBase):
     level, mode = "model", "decode"
     params = timing_params(level, mode, pruned_only=True)
 
@@ -32,13 +42,14 @@ class ModelPeakMemory:
     param_names = PARAM_NAMES
     params = timing_params("model", "prefill")
     timeout = 1200
+    setup_cache = staticmethod(prepare_models)
 
-    def setup(self, *params):
+    def setup(self, saved, *params):
         self.case = timing_case("model", "prefill", *params)
         self.device = device()
         if self.device.type != "cuda":
             raise NotImplementedError("peak GPU memory needs a CUDA device")
-        self.workload = workload(self.case, self.device)
+        self.workload = workload(self.case, self.device, saved)
 
     def track_peak_gpu_memory(self, *params):
         return peak_memory_bytes(self.workload)
@@ -51,10 +62,11 @@ class ModelDecodeCache:
 
     param_names = PARAM_NAMES
     params = timing_params("model", "decode")
+    setup_cache = staticmethod(prepare_models)
 
-    def setup(self, *params):
+    def setup(self, saved, *params):
         self.case = timing_case("model", "decode", *params)
-        self.workload = workload(self.case, device())
+        self.workload = workload(self.case, device(), saved)
 
     def track_cache_bytes(self, *params):
         return self.workload.info["cache_bytes"]

@@ -1,14 +1,20 @@
-"""Shared pieces of the asv classes: the grid, the device, the model cache, and the case of a parameter tuple.
+"""Shared pieces of the asv classes: the grid, the device, the models, and the case of a parameter tuple.
 
 asv params are a Cartesian product, while a grid is not quite one (a dense case has no criterion); every class
 therefore builds its `Case` from the parameters and raises NotImplementedError (asv's "skip") for a product
 point that is not a case of the grid.
+
+asv runs every parameter set of every benchmark in a process of its own. Two things keep that affordable on a
+GPU: the CUDA kernels are imported here, in the process asv forks the benchmarks from, and the block- and
+model-level classes share one `setup_cache` (`prepare_models`) that builds and prunes every model once per run,
+so that a benchmark process loads its model rather than calibrating and pruning it again.
 """
 
 from __future__ import annotations
 
 import torch
 
+from perfmamba import load_model, ops, save_model
 from perfmamba.bench.cases import NO_CRITERION, Case, get_grid
 from perfmamba.bench.timing import configure_process
 from perfmamba.bench.workloads import DependencyMissing, ModelCache, Workload, default_device, make_workload
@@ -17,6 +23,11 @@ GRID = get_grid()
 configure_process(GRID.cpu_threads)
 MODELS = ModelCache(size=3)
 PARAM_NAMES = ["preset", "seqlen", "batch", "ratio", "criterion"]
+
+if torch.cuda.is_available():  # the NVML check (see __init__): CUDA itself is not initialised here
+    # Importing mamba-ssm (Triton, and transformers through mamba_ssm/__init__) took ~10 s of each benchmark
+    # process on the H200; imported once here, asv's forked benchmark processes inherit it.
+    ops.backend_status()
 
 
 def timing_params(level: str, mode: str, pruned_only: bool = False) -> list[list]:
@@ -36,12 +47,42 @@ def device() -> torch.device:
     return default_device()
 
 
-def workload(case: Case, on: torch.device) -> Workload:
-    """The case's workload from the shared model cache; a missing perfmamba dependency is asv's "skip"."""
+def workload(case: Case, on: torch.device, saved: dict | None = None) -> Workload:
+    """The case's workload from the shared model cache, its model loaded from `prepare_models`'s directory
+    when `saved` (that function's result) has it; a missing perfmamba dependency is asv's "skip"."""
+    if saved is not None and "missing" in saved:
+        raise NotImplementedError(saved["missing"])
+    name = model_dir(case)
+    if saved is not None and name in saved["models"] and not MODELS.has(case, on):
+        MODELS.put(case, on, load_model(name, device=on, dtype=case.torch_dtype))
     try:
         return make_workload(case, on, MODELS)
     except DependencyMissing as e:
         raise NotImplementedError(str(e)) from e
+
+
+def model_dir(case: Case) -> str:
+    """The directory, relative to asv's cache directory, that `prepare_models` saves the case's model in."""
+    return f"model-{case.preset}-r{case.ratio}-{case.criterion}-{case.dtype}"
+
+
+def prepare_models() -> dict:
+    """setup_cache of the block- and model-level classes: every model their cases time, dense and pruned, built
+    and pruned once and saved into the working directory (asv's cache directory, where each benchmark process
+    of the run starts). Returns {"models": [directory, ...]}, or {"missing": reason} without perfmamba.pruning."""
+    on, cache, names = device(), ModelCache(size=2), []
+    cases = {model_dir(c): c for level in ("block", "model") for c in GRID.cases(level)}
+    # Dense before pruned, preset by preset: a pruned model is made from the dense one in the cache.
+    for name, case in sorted(cases.items(), key=lambda item: (item[1].preset, item[1].ratio)):
+        try:
+            save_model(cache.get(case, on), name)
+        except DependencyMissing as e:
+            return {"missing": str(e)}
+        names.append(name)
+    return {"models": names}
+
+
+prepare_models.timeout = 1200
 
 
 class _TimingBase:
@@ -57,11 +98,14 @@ class _TimingBase:
     timeout = 1200
 
     def setup(self, preset, seqlen, batch, ratio, criterion):
+        self._setup(None, preset, seqlen, batch, ratio, criterion)
+
+    def _setup(self, saved: dict | None, *params) -> None:
         from perfmamba.bench.timing import RoundTimer
 
-        self.case = timing_case(self.level, self.mode, preset, seqlen, batch, ratio, criterion)
+        self.case = timing_case(self.level, self.mode, *params)
         self.device = device()
-        self.workload = workload(self.case, self.device)
+        self.workload = workload(self.case, self.device, saved)
         self.round_timer = RoundTimer(self.workload.fn, self.device)
 
     def time_call(self, *params):
@@ -85,10 +129,13 @@ class _SpeedupBase:
     timeout = 1200
 
     def setup(self, preset, seqlen, batch, ratio, criterion):
-        self.case = timing_case(self.level, self.mode, preset, seqlen, batch, ratio, criterion)
+        self._setup(None, preset, seqlen, batch, ratio, criterion)
+
+    def _setup(self, saved: dict | None, *params) -> None:
+        self.case = timing_case(self.level, self.mode, *params)
         self.device = device()
-        self.pruned = workload(self.case, self.device)
-        self.dense = workload(self.case.dense(), self.device)
+        self.pruned = workload(self.case, self.device, saved)
+        self.dense = workload(self.case.dense(), self.device, saved)
 
     def track_speedup(self, *params):
         from perfmamba.bench.timing import paired_ratio, time_interleaved
@@ -98,3 +145,13 @@ class _SpeedupBase:
         return paired_ratio(s["dense"], s["pruned"])
 
     track_speedup.unit = "x"
+
+
+class SavedModels:
+    """Mixin of the block- and model-level classes: `prepare_models` is their setup_cache (one for all of them:
+    asv keys a setup_cache by where it is defined), and asv passes its result to `setup` before the params."""
+
+    setup_cache = staticmethod(prepare_models)
+
+    def setup(self, saved, preset, seqlen, batch, ratio, criterion):
+        self._setup(saved, preset, seqlen, batch, ratio, criterion)

@@ -72,8 +72,23 @@ class ModelCache:
         self.size = size
         self._models: OrderedDict[tuple, MambaLM] = OrderedDict()
 
+    @staticmethod
+    def key(case: Case, device: torch.device) -> tuple:
+        """What identifies a case's model: cases differing only in level, mode, length or batch share one."""
+        return (case.preset, case.ratio, case.criterion, case.dtype, str(device))
+
+    def put(self, case: Case, device: torch.device, model: MambaLM) -> None:
+        """Use `model` (one built elsewhere, e.g. loaded from disk) for `case` on `device`."""
+        self._models[self.key(case, device)] = model.eval().requires_grad_(False)
+        self._models.move_to_end(self.key(case, device))
+        while len(self._models) > self.size:
+            self._models.popitem(last=False)
+
+    def has(self, case: Case, device: torch.device) -> bool:
+        return self.key(case, device) in self._models
+
     def get(self, case: Case, device: torch.device) -> MambaLM:
-        key = (case.preset, case.ratio, case.criterion, case.dtype, str(device))
+        key = self.key(case, device)
         if key in self._models:
             self._models.move_to_end(key)
             return self._models[key]
@@ -81,10 +96,7 @@ class ModelCache:
             model = prune(self.get(case.dense(), device), case.ratio, case.criterion)[0]
         else:
             model = build_model(case.preset, device=device, dtype=case.torch_dtype, seed=0)
-        model.eval().requires_grad_(False)
-        self._models[key] = model
-        while len(self._models) > self.size:
-            self._models.popitem(last=False)
+        self.put(case, device, model)
         return model
 
     def clear(self) -> None:
