@@ -1,5 +1,9 @@
 """The asv suite's shared setup_cache: models pruned once per run, saved, and loaded by the benchmark processes."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -76,3 +80,14 @@ def test_a_missing_dependency_in_setup_cache_skips_the_benchmarks(in_cache_dir):
     with pytest.raises(NotImplementedError, match="need perfmamba.pruning"):
         bench_model.ModelDecodeCache().setup({"missing": "pruned cases need perfmamba.pruning"}, "mamba1-tiny", 64,
                                              64, 0.5, "contribution")
+
+
+def test_the_probe_runs_a_case_of_every_kind_in_a_forked_child():
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "benchmarks/asv_probe.py", "--fork", "--timeout-s", "120"], cwd=root,
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for kind in ("OpDecode", "OpPrefill", "BlockPrefill", "ModelPrefill", "ModelDecode"):
+        assert f"] {kind}(" in out.stdout
+    assert "forked child: done" in out.stdout
+    assert not list(root.glob("model-*")), "the probe's setup_cache wrote into the checkout"
