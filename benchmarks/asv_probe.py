@@ -6,8 +6,9 @@
 asv runs every parameter set in a process of its own, forked from a server that imported the suite. What a
 process costs beyond its timing (imports, setup, first-call compiles and autotuning) is paid per parameter set,
 so this script times one process's steps for one case of each kind of the grid ($PERFMAMBA_GRID, as the suite).
-The cases run one after another in one process: a later case reuses the models and compiled kernels of earlier
-ones, so the first case of each kind shows what a fresh benchmark process pays.
+The cases run one after another in one process, and the first to need a model makes it in the model store
+(what asv's first process for that model does): a later case reuses the models, CUDA context and compiled
+kernels of earlier ones, so the first case shows what a fresh benchmark process pays.
 Results on the H200: docs/results/asv_h200/.
 """
 
@@ -47,9 +48,9 @@ def probe_cases() -> list[tuple[type, tuple]]:
     return out
 
 
-def run(cls: type, params: tuple, saved: dict | None) -> None:
+def run(cls: type, params: tuple, store: str) -> None:
     bench = cls()
-    args = params if not hasattr(cls, "setup_cache") else (saved, *params)
+    args = (store, *params)
     t = time.perf_counter()
     bench.setup(*args)
     t1 = time.perf_counter()
@@ -78,23 +79,20 @@ def main(argv: list[str] | None = None) -> int:
         f"CUDA initialised: {torch.cuda.is_initialized()}")
     with tempfile.TemporaryDirectory(prefix="asv-probe-") as cache_dir:
         os.chdir(cache_dir)  # asv runs setup_cache and the benchmarks in its cache directory
-        t = time.perf_counter()
-        saved = common.prepare_models()
-        say(f"setup_cache (prepare_models): {time.perf_counter() - t:.2f}s")
-        return _probe(cases, saved, args.fork, args.timeout_s)
+        return _probe(cases, common.model_store(), args.fork, args.timeout_s)
 
 
-def _probe(cases: list[tuple[type, tuple]], saved: dict, fork: bool, timeout_s: float) -> int:
+def _probe(cases: list[tuple[type, tuple]], store: str, fork: bool, timeout_s: float) -> int:
     if not fork:
         for cls, params in cases:
-            run(cls, params, saved)
+            run(cls, params, store)
         return 0
     pid = os.fork()
     if pid == 0:  # the child: report, never hang
         faulthandler.dump_traceback_later(max(timeout_s - 10, 1), exit=True)
         try:
             for cls, params in cases:
-                run(cls, params, saved)
+                run(cls, params, store)
             say("forked child: done")
             os._exit(0)
         except BaseException as e:  # noqa: BLE001 - any failure is the finding

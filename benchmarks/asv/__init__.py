@@ -11,8 +11,8 @@ rebuilt per commit):
 
 import os
 
-# asv forks every benchmark from a server process that has imported this suite (launch_method "forkserver", the
-# default on Linux), and the suite asks torch.cuda.is_available() at import time to pick its grid. With the CUDA
+# asv forks every benchmark from a server process that has imported this suite (launch_method "forkserver", set
+# in asv.conf.json), and the suite asks torch.cuda.is_available() at import time to pick its grid. With the CUDA
 # runtime that check initialises the driver in the server, and CUDA cannot be used again in a forked child; the
 # NVML check answers the same question without initialising CUDA.
 os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")

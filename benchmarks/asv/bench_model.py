@@ -4,33 +4,32 @@ from perfmamba.bench.workloads import peak_memory_bytes
 
 from .common import (
     PARAM_NAMES,
-    SavedModels,
     _SpeedupBase,
     _TimingBase,
     device,
-    prepare_models,
+    model_store,
     timing_case,
     timing_params,
     workload,
 )
 
 
-class ModelPrefill(SavedModels, _TimingBase):
+class ModelPrefill(_TimingBase):
     level, mode = "model", "prefill"
     params = timing_params(level, mode)
 
 
-class ModelDecode(SavedModels, _TimingBase):
+class ModelDecode(_TimingBase):
     level, mode = "model", "decode"
     params = timing_params(level, mode)
 
 
-class ModelPrefillSpeedup(SavedModels, _SpeedupBase):
+class ModelPrefillSpeedup(_SpeedupBase):
     level, mode = "model", "prefill"
     params = timing_params(level, mode, pruned_only=True)
 
 
-class ModelDecodeSpeedup(SavedModels, _SpeedupBase):
+class ModelDecodeSpeedup(_SpeedupBase):
     level, mode = "model", "decode"
     params = timing_params(level, mode, pruned_only=True)
 
@@ -42,14 +41,14 @@ class ModelPeakMemory:
     param_names = PARAM_NAMES
     params = timing_params("model", "prefill")
     timeout = 1200
-    setup_cache = staticmethod(prepare_models)
+    setup_cache = staticmethod(model_store)
 
-    def setup(self, saved, *params):
+    def setup(self, store, *params):
         self.case = timing_case("model", "prefill", *params)
         self.device = device()
         if self.device.type != "cuda":
             raise NotImplementedError("peak GPU memory needs a CUDA device")
-        self.workload = workload(self.case, self.device, saved)
+        self.workload = workload(self.case, self.device, store)
 
     def track_peak_gpu_memory(self, *params):
         return peak_memory_bytes(self.workload)
@@ -62,11 +61,11 @@ class ModelDecodeCache:
 
     param_names = PARAM_NAMES
     params = timing_params("model", "decode")
-    setup_cache = staticmethod(prepare_models)
+    setup_cache = staticmethod(model_store)
 
-    def setup(self, saved, *params):
+    def setup(self, store, *params):
         self.case = timing_case("model", "decode", *params)
-        self.workload = workload(self.case, device(), saved)
+        self.workload = workload(self.case, device(), store)
 
     def track_cache_bytes(self, *params):
         return self.workload.info["cache_bytes"]

@@ -5,12 +5,17 @@ therefore builds its `Case` from the parameters and raises NotImplementedError (
 point that is not a case of the grid.
 
 asv runs every parameter set of every benchmark in a process of its own. Two things keep that affordable on a
-GPU: the CUDA kernels are imported here, in the process asv forks the benchmarks from, and the block- and
-model-level classes share one `setup_cache` (`prepare_models`) that builds and prunes every model once per run,
-so that a benchmark process loads its model rather than calibrating and pruning it again.
+GPU (measured on the H200: docs/results/h100.md):
+- the CUDA kernels are imported here, in the server asv forks the benchmark processes from (asv.conf.json sets
+  "launch_method": "forkserver"; asv's own default starts a fresh interpreter for each);
+- the timing classes share one `setup_cache` (`model_store`): a directory where the first process that needs a
+  dense or pruned model builds or prunes it and saves it, and every later process of the run loads it.
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import torch
 
@@ -18,6 +23,7 @@ from perfmamba import load_model, ops, save_model
 from perfmamba.bench.cases import NO_CRITERION, Case, get_grid
 from perfmamba.bench.timing import configure_process
 from perfmamba.bench.workloads import DependencyMissing, ModelCache, Workload, default_device, make_workload
+from perfmamba.models import MambaLM
 
 GRID = get_grid()
 configure_process(GRID.cpu_threads)
@@ -25,8 +31,8 @@ MODELS = ModelCache(size=3)
 PARAM_NAMES = ["preset", "seqlen", "batch", "ratio", "criterion"]
 
 if torch.cuda.is_available():  # the NVML check (see __init__): CUDA itself is not initialised here
-    # Importing mamba-ssm (Triton, and transformers through mamba_ssm/__init__) took ~10 s of each benchmark
-    # process on the H200; imported once here, asv's forked benchmark processes inherit it.
+    # Importing mamba-ssm (Triton, and transformers through mamba_ssm/__init__) took ~9.5 s of each benchmark
+    # process on the H200; imported once here, the forked benchmark processes inherit it.
     ops.backend_status()
 
 
@@ -47,42 +53,46 @@ def device() -> torch.device:
     return default_device()
 
 
-def workload(case: Case, on: torch.device, saved: dict | None = None) -> Workload:
-    """The case's workload from the shared model cache, its model loaded from `prepare_models`'s directory
-    when `saved` (that function's result) has it; a missing perfmamba dependency is asv's "skip"."""
-    if saved is not None and "missing" in saved:
-        raise NotImplementedError(saved["missing"])
-    name = model_dir(case)
-    if saved is not None and name in saved["models"] and not MODELS.has(case, on):
-        MODELS.put(case, on, load_model(name, device=on, dtype=case.torch_dtype))
+def workload(case: Case, on: torch.device, store: str | None = None) -> Workload:
+    """The case's workload, its model from the shared model cache and, with `store` (`model_store`'s result),
+    from that directory; a missing perfmamba dependency is asv's "skip"."""
     try:
+        if store is not None and case.level != "op" and not MODELS.has(case, on):
+            MODELS.put(case, on, stored_model(case, on, Path(store)))
         return make_workload(case, on, MODELS)
     except DependencyMissing as e:
         raise NotImplementedError(str(e)) from e
 
 
 def model_dir(case: Case) -> str:
-    """The directory, relative to asv's cache directory, that `prepare_models` saves the case's model in."""
+    """The directory, inside the model store, of the case's model."""
     return f"model-{case.preset}-r{case.ratio}-{case.criterion}-{case.dtype}"
 
 
-def prepare_models() -> dict:
-    """setup_cache of the block- and model-level classes: every model their cases time, dense and pruned, built
-    and pruned once and saved into the working directory (asv's cache directory, where each benchmark process
-    of the run starts). Returns {"models": [directory, ...]}, or {"missing": reason} without perfmamba.pruning."""
-    on, cache, names = device(), ModelCache(size=2), []
-    cases = {model_dir(c): c for level in ("block", "model") for c in GRID.cases(level)}
-    # Dense before pruned, preset by preset: a pruned model is made from the dense one in the cache.
-    for name, case in sorted(cases.items(), key=lambda item: (item[1].preset, item[1].ratio)):
-        try:
-            save_model(cache.get(case, on), name)
-        except DependencyMissing as e:
-            return {"missing": str(e)}
-        names.append(name)
-    return {"models": names}
+def stored_model(case: Case, on: torch.device, store: Path) -> MambaLM:
+    """The case's model, loaded from `store`; the first process to ask makes it (a pruned model from the stored
+    dense one) and saves it there. asv runs one benchmark process at a time, and a directory appears only once
+    complete (renamed into place), so a process never loads a half-written model."""
+    path = store / model_dir(case)
+    if path.is_dir():
+        return load_model(path, device=on, dtype=case.torch_dtype)
+    if case.pruned and not MODELS.has(case.dense(), on):
+        MODELS.put(case.dense(), on, stored_model(case.dense(), on, store))
+    model = MODELS.get(case, on)
+    tmp = store / f".{path.name}.{os.getpid()}.tmp"
+    save_model(model, tmp)
+    os.replace(tmp, path)
+    return model
 
 
-prepare_models.timeout = 1200
+def model_store() -> str:
+    """setup_cache of the timing classes: the model store is asv's cache directory, the working directory of this
+    function and of every benchmark process of the run (asv deletes it after the run). Models are made there on
+    demand, so a run makes only the models of the benchmarks it selects, each once.
+
+    asv keys a setup_cache by where it is defined, so all the classes share this one, and it is part of each
+    benchmark's version hash: editing it starts a new history for all of them."""
+    return os.getcwd()
 
 
 class _TimingBase:
@@ -97,15 +107,14 @@ class _TimingBase:
     warmup_time = 0.2
     timeout = 1200
 
-    def setup(self, preset, seqlen, batch, ratio, criterion):
-        self._setup(None, preset, seqlen, batch, ratio, criterion)
+    setup_cache = staticmethod(model_store)
 
-    def _setup(self, saved: dict | None, *params) -> None:
+    def setup(self, store, preset, seqlen, batch, ratio, criterion):
         from perfmamba.bench.timing import RoundTimer
 
-        self.case = timing_case(self.level, self.mode, *params)
+        self.case = timing_case(self.level, self.mode, preset, seqlen, batch, ratio, criterion)
         self.device = device()
-        self.workload = workload(self.case, self.device, saved)
+        self.workload = workload(self.case, self.device, store)
         self.round_timer = RoundTimer(self.workload.fn, self.device)
 
     def time_call(self, *params):
@@ -128,14 +137,13 @@ class _SpeedupBase:
     number = 1
     timeout = 1200
 
-    def setup(self, preset, seqlen, batch, ratio, criterion):
-        self._setup(None, preset, seqlen, batch, ratio, criterion)
+    setup_cache = staticmethod(model_store)
 
-    def _setup(self, saved: dict | None, *params) -> None:
-        self.case = timing_case(self.level, self.mode, *params)
+    def setup(self, store, preset, seqlen, batch, ratio, criterion):
+        self.case = timing_case(self.level, self.mode, preset, seqlen, batch, ratio, criterion)
         self.device = device()
-        self.pruned = workload(self.case, self.device, saved)
-        self.dense = workload(self.case.dense(), self.device, saved)
+        self.pruned = workload(self.case, self.device, store)
+        self.dense = workload(self.case.dense(), self.device, store)
 
     def track_speedup(self, *params):
         from perfmamba.bench.timing import paired_ratio, time_interleaved
@@ -145,13 +153,3 @@ class _SpeedupBase:
         return paired_ratio(s["dense"], s["pruned"])
 
     track_speedup.unit = "x"
-
-
-class SavedModels:
-    """Mixin of the block- and model-level classes: `prepare_models` is their setup_cache (one for all of them:
-    asv keys a setup_cache by where it is defined), and asv passes its result to `setup` before the params."""
-
-    setup_cache = staticmethod(prepare_models)
-
-    def setup(self, saved, preset, seqlen, batch, ratio, criterion):
-        self._setup(saved, preset, seqlen, batch, ratio, criterion)

@@ -1,8 +1,21 @@
 """benchmarks/ssd_dstate_sweep.py runs on a CPU (reference ops) and writes a complete result file."""
 
 import bench_scripts
+import pytest
+import torch
 
+from perfmamba.bench.timing import subnormals_flushed
 from perfmamba.results import read_json
+
+
+@pytest.fixture(autouse=True)
+def process_settings_restored():
+    """The script's main() configures its process (subnormals flushed); run in-process here, it must not leave
+    that to the tests after it (hypothesis refuses to draw floats once subnormals are flushed)."""
+    flushed, threads = subnormals_flushed(), torch.get_num_threads()
+    yield
+    torch.set_flush_denormal(flushed)
+    torch.set_num_threads(threads)
 
 
 def load_script():
