@@ -79,8 +79,9 @@ class ModelCache:
 
     def put(self, case: Case, device: torch.device, model: MambaLM) -> None:
         """Use `model` (one built elsewhere, e.g. loaded from disk) for `case` on `device`."""
-        self._models[self.key(case, device)] = model.eval().requires_grad_(False)
-        self._models.move_to_end(self.key(case, device))
+        key = self.key(case, device)
+        self._models[key] = model.eval().requires_grad_(False)
+        self._models.move_to_end(key)
         while len(self._models) > self.size:
             self._models.popitem(last=False)
 
