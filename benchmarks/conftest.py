@@ -23,8 +23,8 @@ import torch
 from perfmamba.bench.cases import ENV_VAR, LEVELS, MODES, get_grid
 from perfmamba.bench.harness import RESULT_KIND, Recorder, worker_gpu_index
 from perfmamba.bench.thresholds import load_thresholds
-from perfmamba.bench.timing import configure_process
 from perfmamba.bench.workloads import DependencyMissing, ModelCache, default_device
+from perfmamba.timing import configure_process
 
 RECORDS_KEY = "perfmamba_bench_records"
 _recorder_key = pytest.StashKey[Recorder]()
@@ -40,6 +40,9 @@ def pytest_addoption(parser):
                          "under xdist, where pytest-benchmark disables itself)")
     group.addoption("--perfmamba-rounds", type=int, default=None, help="measured rounds per case (grid default)")
     group.addoption("--perfmamba-warmup", type=int, default=None, help="warm-up rounds per case (grid default)")
+    group.addoption("--perfmamba-timing", choices=("graph", "eager"), default=None,
+                    help="on a GPU: graph (CUDA-graph replay, the grid's default) or eager (events around eager "
+                         "calls: host-timed)")
 
 
 def pytest_configure(config):
@@ -116,6 +119,12 @@ def rounds(request, grid):
 def warmup(request, grid):
     option = request.config.getoption("--perfmamba-warmup")
     return grid.warmup if option is None else option
+
+
+@pytest.fixture(scope="session")
+def graph(request, grid):
+    option = request.config.getoption("--perfmamba-timing")
+    return grid.graph if option is None else option == "graph"
 
 
 @pytest.fixture

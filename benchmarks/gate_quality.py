@@ -1,121 +1,249 @@
-"""How good is the gate? False alarms on A/A runs and detections of injected slowdowns, measured.
+"""How good is `perfmamba gate`? False alarms on identical code and detections of real kernel changes, measured in
+the shape CI runs it: git trees, separate processes, interleaved on one machine.
 
-    python benchmarks/gate_quality.py --device cpu --out docs/results/gate_quality_cpu.json
-    python benchmarks/gate_quality.py --device cuda --out docs/results/gate_quality_h100.json
+    python benchmarks/gate_quality.py run --out DIR [--rounds 15] [--grid gpu] [--budget-s 480]
+    python benchmarks/gate_quality.py analyse --out DIR [--processes 3] [--markdown FILE]
 
-Each trial times the selective scan (the reference on a CPU, mamba-ssm's kernel on CUDA) as BASE, then, in a
-separate block of rounds as a CI job would, NEW: the same kernel (A/A) or a plug-in that does the same work and
-then waits 1%, 3% or 10% of the kernel's median time (`perfmamba.bench.plugins.delayed`: the GPU spins).
-`perfmamba.gate.compare` judges each pair at each threshold; the false-alarm rate is the share of A/A pairs
-called "regressed", the detection rate the share of slowed pairs called "regressed". The slowdown actually
-injected is measured too (the median ratio over all trials).
+`run` checks out the commit (default HEAD) twice as "base" and "base2" (the A/A pair), and once per variant as a
+real commit whose op does more of the same kernel work: after computing its result, `ops.selective_scan` /
+`ops.ssd_scan` runs the same kernel again over the first 2% or 5% of the time steps, for every (batch, channel):
+one more launch whose grid covers the whole GPU like the first, so its cost follows the extra work (plus one
+launch). Then it runs round after round; each round runs every tree once, in an order that rotates. base and
+base2 run the whole grid; a variant runs the op-level prefill cases of its Mamba version, the only cases its change
+reaches on a GPU (the fused block and model paths call mamba-ssm's fused kernels, not the op).
 
-Writes a JSON result file (every trial's verdicts and medians) and prints a markdown table.
+`analyse` forms gate runs from disjoint runs of `--processes` rounds: A/A is base against base2; a variant is
+base against the variant, its other cases taken from base2's processes (the same code), so that every gate run
+judges the whole grid and the Holm family is the gate's. It reports, per comparison, the share of gate runs that
+exit 1 and of case comparisons flagged, with and without Holm's correction, and the slowdown actually injected
+(per case, over all processes). Writes DIR/summary.json and prints markdown.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import statistics
+import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
-
-import torch
 
 if __package__ in (None, ""):  # run as a script from a checkout: import the perfmamba beside it
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from perfmamba.bench.plugins import delayed  # noqa: E402
-from perfmamba.bench.timing import configure_process, time_fn  # noqa: E402
-from perfmamba.gate import GateConfig, Measurement, compare  # noqa: E402
-from perfmamba.ops.registry import resolve  # noqa: E402
-from perfmamba.results import write_json  # noqa: E402
+from perfmamba.gate.compare import compare  # noqa: E402
+from perfmamba.gate.config import GateConfig  # noqa: E402
+from perfmamba.gate.readers import load_results  # noqa: E402
+from perfmamba.gate.run import Launcher, Tree, benchmark_args, gate_config, prepare_tree, tree_env  # noqa: E402
+from perfmamba.gate.runs import merge_runs  # noqa: E402
+from perfmamba.results import atomic_write_text, write_json  # noqa: E402
 
-SLOWDOWNS = (0.0, 1.0, 3.0, 10.0)  # percent; 0 is the A/A pair
-THRESHOLDS = (0.005, 0.02)
-# (b, d, N, L): on CUDA a Mamba-1 1.4b layer at batch 4; on a CPU a long, narrow scan, so that the injected
-# re-run over a few time steps is not dominated by the per-call overhead of the reference.
-SHAPES = {"cuda": (4, 4096, 16, 4096), "cpu": (1, 128, 16, 4096)}
+# variant -> (module file, dispatcher, percent of extra time steps, cases it runs)
+VARIANTS = {
+    "scan+5%": ("perfmamba/ops/selective_scan.py", "selective_scan", 5, "mamba1 and op and prefill"),
+    "scan+2%": ("perfmamba/ops/selective_scan.py", "selective_scan", 2, "mamba1 and op and prefill"),
+    "ssd+5%": ("perfmamba/ops/ssd.py", "ssd_scan", 5, "mamba2 and op and prefill"),
+    "ssd+2%": ("perfmamba/ops/ssd.py", "ssd_scan", 2, "mamba2 and op and prefill"),
+}
+# The time axis of each time-varying argument: selective scan (b, d, L) / (b, [G,] N, L); SSD (b, L, ...).
+_PATCH = '''
 
-
-def _inputs(device: torch.device, shape: tuple[int, int, int, int]) -> dict:
-    b, d, n, L = shape
-    gen = torch.Generator(device=device).manual_seed(0)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-
-    def randn(*s, dt=dtype):
-        return torch.randn(*s, generator=gen, device=device, dtype=dt)
-
-    return {"u": randn(b, d, L), "delta": randn(b, d, L), "A": -torch.rand(d, n, generator=gen, device=device),
-            "B": randn(b, n, L), "C": randn(b, n, L), "D": randn(d, dt=torch.float32), "z": randn(b, d, L),
-            "delta_bias": randn(d, dt=torch.float32), "delta_softplus": True}
+# gate-quality variant: {percent}% more of the same kernel work ------------------------------------------------
+_unchanged_{op} = {op}
 
 
-def _measurement(name: str, seconds: list[float]) -> Measurement:
-    return Measurement(name=name, unit="s", median=statistics.median(seconds), samples=tuple(seconds),
-                       rounds=len(seconds))
+def {op}(*args, backend="auto", **kwargs):
+    out = _unchanged_{op}(*args, backend=backend, **kwargs)
+    length = args[0].shape[{axis}]
+    steps = max(1, round({percent} / 100 * length))
+
+    def cut(t):
+        if not isinstance(t, Tensor) or t.dim() < 3 or t.shape[{axis}] != length:
+            return t
+        return t[..., :steps] if {axis} == -1 else t[:, :steps]
+
+    keys = {{k: cut(v) for k, v in kwargs.items() if k not in ("return_last_state", "return_final_states")}}
+    _unchanged_{op}(*(cut(a) for a in args), backend=backend, **keys)
+    return out
+'''
 
 
-def run(device: torch.device, trials: int, rounds: int, shape: tuple[int, ...]) -> dict:
-    x = _inputs(device, shape)
-    _, kernel = resolve("selective_scan", "cuda" if device.type == "cuda" else "reference", x["u"])
-    median = statistics.median(time_fn(lambda: kernel(**x), device, rounds=rounds, warmup=5).seconds)
-    variants = {p: (kernel if p == 0 else delayed(kernel, median * p / 100, device)) for p in SLOWDOWNS}
-    rows = []
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def make_variant(base: Tree, name: str, workdir: Path, repo: Path) -> Tree:
+    """A worktree of base's commit with the variant's change committed on top (a real commit, as a PR has)."""
+    file, op, percent, _ = VARIANTS[name]
+    label = name.replace("+", "").replace("%", "pct")
+    tree = prepare_tree(label, base.commit, repo, workdir)
+    path = tree.path / file
+    path.write_text(path.read_text() + _PATCH.format(op=op, percent=percent, axis=-1 if op == "selective_scan" else 1))
+    _git(tree.path, "-c", "user.name=gate-quality", "-c", "user.email=gate-quality@localhost", "commit", "-qam",
+         f"{op}: {percent}% more of the same kernel work (gate-quality variant)")
+    return Tree(label, tree.path, _git(tree.path, "rev-parse", "HEAD"), worktree=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    repo = Path(_git(Path.cwd(), "rev-parse", "--show-toplevel"))
+    base = prepare_tree("base", args.commit, repo, out / "trees")
+    trees = {"base": (base, None), "base2": (prepare_tree("base2", args.commit, repo, out / "trees"), None)}
+    for name in args.variants:
+        tree = make_variant(base, name, out / "trees", repo)
+        trees[tree.label] = (tree, VARIANTS[name][3])
+    (out / "runs").mkdir(exist_ok=True)
+    (out / "logs").mkdir(exist_ok=True)
+    meta = {"commit": base.commit, "grid": args.grid, "launch": args.launch,
+            "trees": {label: {"commit": t.commit, "select": sel} for label, (t, sel) in trees.items()},
+            "variants": {n: {"op": VARIANTS[n][1], "percent": VARIANTS[n][2]} for n in args.variants},
+            "processes": []}
+    labels = list(trees)
     start = time.monotonic()
-    for trial in range(trials):
-        for percent, fn in variants.items():
-            base = time_fn(lambda: kernel(**x), device, rounds=rounds, warmup=3).seconds
-            new = time_fn(lambda fn=fn: fn(**x), device, rounds=rounds, warmup=3).seconds
-            row = {"trial": trial, "slowdown_percent": percent, "base_median_s": statistics.median(base),
-                   "new_median_s": statistics.median(new)}
-            for t in THRESHOLDS:
-                c = compare({"scan": _measurement("scan", base)}, {"scan": _measurement("scan", new)},
-                            GateConfig(default_threshold=t, seed=trial))
-                row[f"verdict@{t}"] = c.rows[0].verdict
-            rows.append(row)
-        print(f"trial {trial + 1}/{trials} done ({time.monotonic() - start:.0f} s)", flush=True)
-    summary = {}
-    for percent in SLOWDOWNS:
-        mine = [r for r in rows if r["slowdown_percent"] == percent]
-        entry = {"pairs": len(mine), "measured_slowdown": statistics.median(
-            r["new_median_s"] / r["base_median_s"] for r in mine) - 1}
-        for t in THRESHOLDS:
-            entry[f"regressed_rate@{t}"] = sum(r[f"verdict@{t}"] == "regressed" for r in mine) / len(mine)
-        summary[f"{percent:g}%"] = entry
-    return {"shape_b_d_N_L": list(shape), "kernel": getattr(kernel, "__name__", str(kernel)), "rounds": rounds,
-            "trials": trials, "thresholds": list(THRESHOLDS), "alpha": GateConfig().alpha, "summary": summary,
-            "rows": rows}
+    with Launcher(launch=args.launch) as launcher:
+        for r in range(args.rounds):
+            if time.monotonic() - start > args.budget_s:
+                print(f"budget of {args.budget_s:.0f} s spent after {r} rounds", flush=True)
+                break
+            for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+                tree, select = trees[label]
+                stem = f"{label}-{r + 1}"
+                result = out / "runs" / f"{stem}.json"
+                argv = benchmark_args(result, grid=args.grid, select=select, markers="not slow")
+                t0 = time.monotonic()
+                rc = launcher.run(tree, argv, out / "logs" / f"{stem}.log")
+                meta["processes"].append({"tree": label, "round": r + 1, "rc": rc, "seconds": time.monotonic() - t0,
+                                          "results": result.name if result.is_file() else None})
+                print(f"round {r + 1}: {stem} exit {rc} in {time.monotonic() - t0:.1f} s "
+                      f"({time.monotonic() - start:.0f} s in all)", flush=True)
+            write_json(out / "study.json", meta, kind="gate_quality_run")
+    with tarfile.open(out / "runs.tar.xz", "w:xz") as tar:
+        for sub in ("runs", "logs"):
+            tar.add(out / sub, arcname=sub)
+    for tree, _ in trees.values():
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree.path)], cwd=repo, capture_output=True)
+    print(f"wrote {out / 'study.json'} and {out / 'runs.tar.xz'}; env TRITON_CACHE_AUTOTUNING="
+          f"{tree_env(base).get('TRITON_CACHE_AUTOTUNING')}")
+    return 0
 
 
-def table(doc: dict) -> str:
-    head = "| injected | measured | pairs | " + " | ".join(f"flagged @ {t:.1%} threshold" for t in doc["thresholds"])
-    lines = [head + " |", "|---" * (3 + len(doc["thresholds"])) + "|"]
-    for name, e in doc["summary"].items():
-        cells = " | ".join(f"{e[f'regressed_rate@{t}']:.0%}" for t in doc["thresholds"])
-        lines.append(f"| {name} | {e['measured_slowdown']:+.2%} | {e['pairs']} | {cells} |")
-    return "\n".join(lines)
+# Analysis -----------------------------------------------------------------------------------------------------
+def _runs(out: Path, meta: dict, label: str) -> list[dict]:
+    done = sorted((p for p in meta["processes"] if p["tree"] == label and p["results"]), key=lambda p: p["round"])
+    return [load_results(out / "runs" / p["results"]) for p in done]
+
+
+def _log_mean_ratio(base: list[dict], new: list[dict], name: str) -> float:
+    def gm(runs):
+        meds = [statistics.median(r[name].samples) for r in runs if name in r]
+        return math.exp(statistics.fmean(math.log(v) for v in meds))
+
+    return gm(new) / gm(base)
+
+
+def _gate_runs(base: list[dict], new: list[dict], filler: list[dict] | None, k: int, config: GateConfig):
+    """Disjoint gate runs of k processes a side; a variant's missing cases filled from `filler` processes."""
+    out = []
+    for i in range(min(len(base), len(new)) // k):
+        b = base[i * k:(i + 1) * k]
+        n = new[i * k:(i + 1) * k]
+        if filler is not None:
+            n = [{**filler[i * k + j], **run} for j, run in enumerate(n)]
+        out.append(compare(merge_runs(b), merge_runs(n), config))
+    return out
+
+
+def _rates(runs: list) -> dict:
+    cases = sum(len(c.rows) for c in runs)
+    return {"gate_runs": len(runs), "exit_1": sum(c.exit_code() == 1 for c in runs),
+            "cases_compared": cases, "cases_flagged": sum(len(c.regressions) for c in runs),
+            "improved": sum(len(c.by_verdict("improved")) for c in runs),
+            "inconclusive": sum(len(c.by_verdict("inconclusive")) for c in runs)}
+
+
+def analyse(args: argparse.Namespace) -> int:
+    out = args.out
+    if not (out / "runs").is_dir() and (out / "runs.tar.xz").is_file():
+        with tarfile.open(out / "runs.tar.xz") as tar:
+            tar.extractall(out, filter="data")
+    meta = json.loads((out / "study.json").read_text())
+    device_class = args.device_class or ("cpu" if meta["grid"] == "quick" else "h200")
+    config = gate_config(argparse.Namespace(threshold=None, thresholds_file=None), device_class)
+    configs = {"holm": config, "none": GateConfig(**{**config.__dict__, "correction": "none"})}
+    base, base2 = _runs(out, meta, "base"), _runs(out, meta, "base2")
+    k = args.processes
+    summary = {"device_class": device_class, "processes_per_side": k, "thresholds": config.thresholds,
+               "default_threshold": config.default_threshold, "comparisons": {}}
+    seconds = [p["seconds"] for p in meta["processes"]]
+    summary["process_seconds"] = {label: statistics.median(p["seconds"] for p in meta["processes"]
+                                                           if p["tree"] == label) for label in meta["trees"]}
+    summary["wall_s"] = sum(seconds)
+    comparisons = {"A/A": ("base2", None)}
+    for name in meta["variants"]:
+        comparisons[name] = (name.replace("+", "").replace("%", "pct"), name)
+    lines = []
+    for title, (label, variant) in comparisons.items():
+        new = _runs(out, meta, label)
+        entry = {}
+        for corr, cfg in configs.items():
+            runs = _gate_runs(base, new, base2 if variant else None, k, cfg)
+            entry[corr] = _rates(runs)
+        if variant:
+            names = sorted(set(new[0]) & set(base[0])) if new else []
+            entry["injected"] = {n: _log_mean_ratio(base, new, n) - 1 for n in names if "::" not in n}
+            flagged = {n: 0 for n in entry["injected"]}
+            for c in _gate_runs(base, new, base2, k, configs["holm"]):
+                for r in c.regressions:
+                    flagged[r.name] = flagged.get(r.name, 0) + 1
+            entry["flagged_per_case"] = flagged
+        summary["comparisons"][title] = entry
+        h, n = entry["holm"], entry["none"]
+        lines.append(f"| {title} | {h['gate_runs']} | {h['exit_1']} | {h['cases_flagged']} / {h['cases_compared']} "
+                     f"| {n['exit_1']} | {n['cases_flagged']} / {n['cases_compared']} | "
+                     f"{h['inconclusive']} |")
+    table = ["| comparison | gate runs | exit 1 (Holm) | cases flagged (Holm) | exit 1 (no correction) | "
+             "cases flagged (no correction) | inconclusive (Holm) |", "|---|---|---|---|---|---|---|", *lines]
+    for title, entry in summary["comparisons"].items():
+        if "injected" in entry:
+            table += ["", f"{title}: slowdown injected per case (all processes) and gate runs flagging it:", ""]
+            table += [f"- `{n.split('[')[-1].rstrip(']')}`: {v:+.2%}, flagged in {entry['flagged_per_case'][n]}"
+                      for n, v in sorted(entry["injected"].items())]
+    text = "\n".join(table) + "\n"
+    write_json(out / "summary.json", summary, kind="gate_quality")
+    if args.markdown:
+        atomic_write_text(args.markdown, text)
+    print(text)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=30, help="timed rounds per side of a pair")
-    parser.add_argument("--shape", default=None, help="b,d,N,L of the scan (default per device)")
-    parser.add_argument("--out", type=Path, required=True)
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--commit", default="HEAD")
+    r.add_argument("--grid", default=None)
+    r.add_argument("--rounds", type=int, default=15)
+    r.add_argument("--budget-s", type=float, default=float("inf"))
+    r.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, of: " + ", ".join(VARIANTS))
+    r.add_argument("--launch", default="fork", choices=("fork", "spawn"))
+    a = sub.add_parser("analyse")
+    a.add_argument("--out", type=Path, required=True)
+    a.add_argument("--processes", type=int, default=3, help="processes a side per gate run")
+    a.add_argument("--device-class", default=None, help="thresholds.toml section (default: h200, cpu for quick)")
+    a.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("--device cuda asked for, but torch.cuda.is_available() is False", file=sys.stderr)
-        return 2
-    configure_process(cpu_threads=1 if device.type == "cpu" else None)
-    shape = tuple(int(v) for v in args.shape.split(",")) if args.shape else SHAPES[device.type]
-    doc = run(device, args.trials, args.rounds, shape)
-    write_json(args.out, doc, kind="gate_quality")
-    print(table(doc))
-    return 0
+    if args.command == "run":
+        args.variants = [v for v in args.variants.split(",") if v]
+        unknown = [v for v in args.variants if v not in VARIANTS]
+        if unknown:
+            parser.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+        return run(args)
+    return analyse(args)
 
 
 if __name__ == "__main__":

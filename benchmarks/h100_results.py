@@ -13,9 +13,11 @@ accuracy side (`quality`) prunes a trained model (perfmamba.eval's cached traine
 criterion and allocation and scores held-out perplexity. Every finished point is appended to DIR/points.jsonl
 (DIR/quality.jsonl), and a rerun skips it, so the grid can be split across calls of limited length.
 
-Timing: `triton.testing.do_bench` (CUDA events, warm-up, L2 flushed between runs, median); dense and pruned are
-timed in the same process and compared as ratios. Decode runs one token per sequence for a serving batch through a
-CUDA graph of `model.step`, as mamba-ssm's generation does, so launch overhead does not hide the SSM's cost.
+Timing: `perfmamba.timing` (calls captured in a CUDA graph and replayed, L2 flushed before each call, median of
+replays); dense and pruned are timed in the same process and compared as ratios. Decode times one token per
+sequence for a serving batch, `model.step` replayed from a graph as mamba-ssm's generation does, so launch
+overhead does not hide the SSM's cost. (The 2026-12-01 rows were timed with `triton.testing.do_bench` around
+eager prefill calls: their prefill at small L includes launch time.)
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 
 from perfmamba.bench.cases import kept_states
 from perfmamba.models import build_model, get_preset
+from perfmamba.timing import time_fn
 
 SIZES = {1: ("mamba1-130m", "mamba1-1.4b"), 2: ("mamba2-130m", "mamba2-1.3b")}
 SEQLENS = (64, 512, 2048, 8192, 16384)
@@ -38,10 +41,8 @@ PREFILL_BATCH = {"130m": 8, "1.4b": 4, "1.3b": 4}
 DECODE_BATCH = 64
 
 
-def _bench_ms(fn, *, rep_ms: int = 200) -> float:
-    import triton.testing
-
-    return float(triton.testing.do_bench(fn, warmup=25, rep=rep_ms, return_mode="median"))
+def _bench_ms(fn) -> float:
+    return time_fn(fn, "cuda", rounds=20, warmup=3).median * 1e3
 
 
 def _prefill_point(model, batch: int, seqlen: int) -> dict:
@@ -62,16 +63,7 @@ def _decode_point(model, batch: int) -> dict:
     token = torch.randint(0, model.config.vocab_size, (batch,), device="cuda")
     with torch.inference_mode():
         model(token[:, None].repeat(1, 16), cache=cache)  # a short prompt fills the cache
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(3):  # warm-up outside the graph: Triton compiles here
-                model.step(token, cache)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            model.step(token, cache)
-        ms = _bench_ms(graph.replay)
+        ms = _bench_ms(lambda: model.step(token, cache))
     cache_bytes = sum(c.nbytes for c in cache) // batch
     return {"decode_step_ms": ms, "decode_tokens_per_s": batch / ms * 1e3, "decode_cache_bytes_per_seq": cache_bytes}
 

@@ -11,7 +11,7 @@ interleaved round by round across all N' (so drift of clocks or load hits every 
 - mixer: one Mamba-2 layer forward (`mamba_split_conv1d_scan_combined`, the fused production path, on CUDA);
 - step: one decode step of the layer for a batch of sequences (`selective_state_update`).
 
-Timing is perfmamba.bench.timing (CUDA events around each call, L2 flushed between rounds, like
+Timing is perfmamba.timing (CUDA events around each call, L2 flushed between rounds, like
 triton.testing.do_bench, but one sample per call). The result file (kind "ssd_dstate_sweep") holds every sample;
 `efficient` lists, per measurement, the N' that are faster than every larger N' by at least --margin: the sizes a
 pruning run should round to (perfmamba.pruning's `multiple`).
@@ -31,9 +31,9 @@ if __package__ in (None, ""):  # run as a script from a checkout: import the per
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from perfmamba import ops  # noqa: E402
-from perfmamba.bench.timing import configure_process, time_interleaved  # noqa: E402
 from perfmamba.models.mamba2 import Mamba2Mixer  # noqa: E402
 from perfmamba.results import write_json  # noqa: E402
+from perfmamba.timing import configure_process, time_interleaved  # noqa: E402
 
 DEFAULT_D_STATES = (128, 120, 112, 104, 100, 96, 88, 80, 72, 64, 56, 48, 40, 32, 24, 16)
 TINY_D_STATES = (32, 24, 16, 8)

@@ -7,7 +7,8 @@ from perfmamba.bench.suite import check_result, run_case
 
 
 @pytest.mark.cases(level="block")
-def test_block(case, benchmark, record, device, models, thresholds, rounds, warmup):
-    result = run_case(case, device, models=models, rounds=rounds, warmup=warmup, benchmark=benchmark)
+def test_block(case, benchmark, record, device, models, thresholds, rounds, warmup, graph):
+    result = run_case(case, device, models=models, rounds=rounds, warmup=warmup, benchmark=benchmark,
+                      graph=graph)
     record(result)
     check_result(result, thresholds)

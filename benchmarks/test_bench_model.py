@@ -8,7 +8,8 @@ from perfmamba.bench.suite import check_result, run_case
 
 
 @pytest.mark.cases(level="model")
-def test_model(case, benchmark, record, device, models, thresholds, rounds, warmup):
-    result = run_case(case, device, models=models, rounds=rounds, warmup=warmup, benchmark=benchmark)
+def test_model(case, benchmark, record, device, models, thresholds, rounds, warmup, graph):
+    result = run_case(case, device, models=models, rounds=rounds, warmup=warmup, benchmark=benchmark,
+                      graph=graph)
     record(result)
     check_result(result, thresholds)

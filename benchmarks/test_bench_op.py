@@ -8,9 +8,10 @@ from perfmamba.bench.suite import check_kernels, check_result, run_case
 
 
 @pytest.mark.cases(level="op")
-def test_op(case, benchmark, record, device, models, thresholds, rounds, warmup):
+def test_op(case, benchmark, record, device, models, thresholds, rounds, warmup, graph):
     kernels = check_kernels(case, device, thresholds)
-    result = run_case(case, device, models=models, rounds=rounds, warmup=warmup, benchmark=benchmark)
+    result = run_case(case, device, models=models, rounds=rounds, warmup=warmup, benchmark=benchmark,
+                      graph=graph)
     result.extra_info["kernels"] = kernels
     record(result)
     check_result(result, thresholds)

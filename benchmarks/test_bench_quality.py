@@ -20,7 +20,8 @@ def quality(device):
 def test_perplexity(case: Case, benchmark, record, device, quality, thresholds):
     model = quality.model(case)
     values = []
-    samples, _ = measure(benchmark, lambda: values.append(quality.evaluate(model, case)), device, rounds=1, warmup=0)
+    samples, _ = measure(benchmark, lambda: values.append(quality.evaluate(model, case)), device, rounds=1, warmup=0,
+                         graph=False)
     extra = {"case": case.id, "device": str(device), "perplexity": values[-1], "d_states": list(model.config.d_states),
              **samples.summary(), "samples_s": list(samples.seconds)}
     if case.pruned:

@@ -164,10 +164,11 @@ def _train(args: argparse.Namespace) -> int:
 
 # compare ------------------------------------------------------------------------------------------------
 def _add_compare(sub: argparse._SubParsersAction) -> None:
-    from perfmamba.gate import CORRECTIONS, DEFAULT_ALPHA, DEFAULT_THRESHOLD
+    from perfmamba.gate.config import CORRECTIONS, DEFAULT_ALPHA, DEFAULT_THRESHOLD
 
-    p = sub.add_parser("compare", help="the regression gate: BASE vs NEW results, exit 1 on a regression")
-    p.add_argument("base", help="pytest-benchmark JSON, asv results folder (DIR[@COMMIT]) or perfmamba JSON")
+    p = sub.add_parser("compare", help="the regression gate over result files: BASE vs NEW, exit 1 on a regression")
+    p.add_argument("base", help="pytest-benchmark JSON, asv results folder (DIR[@COMMIT]) or perfmamba JSON; "
+                                "several runs (one per process) comma-separated")
     p.add_argument("new", help="the same kinds as BASE")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                    help=f"tolerated relative change (default {DEFAULT_THRESHOLD})")
@@ -183,7 +184,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 @_command("compare")
 def _compare(args: argparse.Namespace) -> int:
-    from perfmamba.gate import RESULT_KIND, compare_files
+    from perfmamba.gate.compare import RESULT_KIND, compare_files
     from perfmamba.gate.report import to_markdown, to_text
     from perfmamba.results import atomic_write_text, write_json
 
@@ -198,7 +199,44 @@ def _compare(args: argparse.Namespace) -> int:
     return comparison.exit_code(fail_on_missing=args.fail_on_missing)
 
 
-_ADDERS = [_add_info, _add_profile, _add_prune, _add_eval, _add_train, _add_compare]
+# gate ---------------------------------------------------------------------------------------------------
+def _add_gate(sub: argparse._SubParsersAction) -> None:
+    from perfmamba.gate.run import LAUNCHES
+
+    p = sub.add_parser("gate", help="the CI job: benchmark BASE and PR in interleaved processes, compare, exit 1 on "
+                                    "a regression")
+    p.add_argument("base", help="a git ref of this repository (checked out as a worktree) or a checkout directory")
+    p.add_argument("pr", help="the same kinds as BASE")
+    p.add_argument("--processes", type=int, default=3, help="benchmark processes per tree (default 3)")
+    p.add_argument("--grid", default=None, help="benchmark grid: quick, gpu or full (default: gpu with CUDA, else "
+                                                "quick)")
+    p.add_argument("--select", "-k", default=None, metavar="EXPR", help="pytest -k expression over the cases")
+    p.add_argument("--markers", "-m", default="not slow", help="pytest -m expression (default: 'not slow')")
+    p.add_argument("--out", type=Path, default=Path("perfmamba-gate"), help="output folder (default perfmamba-gate)")
+    p.add_argument("--force", action="store_true", help="replace what --out holds")
+    p.add_argument("--launch", choices=LAUNCHES, default="fork",
+                   help="fork: processes forked from a server per tree that imported the kernels once (default); "
+                        "spawn: a fresh interpreter each")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="tolerated relative change where no pattern matches (default: thresholds.toml's "
+                        "[<device class>.gate])")
+    p.add_argument("--thresholds", default=None, help="JSON/TOML file of {glob: threshold} replacing the patterns")
+    p.add_argument("--keep-trees", action="store_true", help="keep the worktrees made for git refs")
+
+
+@_command("gate")
+def _gate(args: argparse.Namespace) -> int:
+    from perfmamba.gate.run import GateOptions, gate
+
+    options = GateOptions(base=args.base, pr=args.pr, out=args.out, processes=args.processes, grid=args.grid,
+                          select=args.select, markers=args.markers or None, launch=args.launch,
+                          threshold=args.threshold, thresholds_file=args.thresholds, force=args.force,
+                          keep_trees=args.keep_trees)
+    code, _ = gate(options)
+    return code
+
+
+_ADDERS = [_add_info, _add_profile, _add_prune, _add_eval, _add_train, _add_compare, _add_gate]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -83,6 +83,19 @@ def read_json(path: str | os.PathLike, *, kind: str | None = None) -> dict[str, 
     return doc
 
 
+def parse_toml(text: str) -> dict[str, Any]:
+    """TOML text as a dict: tomllib (Python >= 3.11) or the tomli package. Raises ValueError when the text is not
+    valid TOML, or when neither parser is installed."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError:
+            raise ValueError("reading TOML needs Python >= 3.11 (tomllib) or the tomli package") from None
+    return tomllib.loads(text)  # TOMLDecodeError is a ValueError
+
+
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
     """The commit of the perfmamba checkout: $PERFMAMBA_GIT_COMMIT (for copies of a tree without .git), else

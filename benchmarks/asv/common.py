@@ -21,9 +21,9 @@ import torch
 
 from perfmamba import load_model, ops, save_model
 from perfmamba.bench.cases import NO_CRITERION, Case, get_grid
-from perfmamba.bench.timing import configure_process
 from perfmamba.bench.workloads import DependencyMissing, ModelCache, Workload, default_device, make_workload
 from perfmamba.models import MambaLM
+from perfmamba.timing import configure_process
 
 GRID = get_grid()
 configure_process(GRID.cpu_threads)
@@ -110,7 +110,7 @@ class _TimingBase:
     setup_cache = staticmethod(model_store)
 
     def setup(self, store, preset, seqlen, batch, ratio, criterion):
-        from perfmamba.bench.timing import RoundTimer
+        from perfmamba.timing import RoundTimer
 
         self.case = timing_case(self.level, self.mode, preset, seqlen, batch, ratio, criterion)
         self.device = device()
@@ -121,7 +121,7 @@ class _TimingBase:
         self.round_timer()
 
     def track_device_time(self, *params):
-        from perfmamba.bench.timing import time_fn
+        from perfmamba.timing import time_fn
 
         return time_fn(self.workload.fn, self.device, rounds=GRID.rounds, warmup=GRID.warmup).median
 
@@ -146,7 +146,7 @@ class _SpeedupBase:
         self.dense = workload(self.case.dense(), self.device, store)
 
     def track_speedup(self, *params):
-        from perfmamba.bench.timing import paired_ratio, time_interleaved
+        from perfmamba.timing import paired_ratio, time_interleaved
 
         s = time_interleaved({"dense": self.dense.fn, "pruned": self.pruned.fn}, self.device,
                              rounds=GRID.rounds, warmup=GRID.warmup)

@@ -139,6 +139,8 @@ class Grid:
     # Timing: measured rounds after warm-up rounds, per case.
     rounds: int = 20
     warmup: int = 3
+    # On a GPU, time each case as CUDA-graph replays (perfmamba.timing); False: events around eager calls.
+    graph: bool = True
     # torch intra-op threads on a CPU (None: torch's default). Tiny CPU workloads are timed on one thread: with a
     # thread pool, one worker preempted by another process stalls every parallel region (100x slower calls on
     # a loaded 2-core machine), so the timings would measure the OS scheduler.
@@ -221,19 +223,23 @@ GRIDS: dict[str, Grid] = {
     ),
     "gpu": Grid(
         name="gpu",
-        description="GPU pull-request gate: 130m shapes, L 2048 and 8192, ratios 0 / 0.5 / 0.9; a few minutes",
+        description="GPU pull-request gate: 130m shapes, L 2048 and 8192 at batch 4, decode at batch 64, ratios "
+                    "0 / 0.5 / 0.9, every case a CUDA-graph replay sized so that the GPU sets the pace",
         presets=("mamba1-130m", "mamba2-130m"),
         prefill_seqlens=(2048, 8192),
         decode_seqlens=(512,),
-        prefill_batches=(1,),
+        # Batch 4: at batch 1 a 130m forward is launch time (~17 ms at L 2048 and 8192 alike when eager); as a
+        # graph at batch 4 the GPU's work sets each number (eager / graph per case: docs/results/gate_quality.md).
+        prefill_batches=(4,),
         decode_batches=(64,),
         ratios=(0.0, 0.5, 0.9),
         criteria=("contribution",),
         dtype="bf16",
         quality_presets=("mamba1-tiny", "mamba2-tiny"),
         quality_seqlen=256,
-        rounds=30,
-        warmup=5,
+        # A round replays >= 1 ms of calls, and replays repeat within ~0.3% in a process: few rounds suffice.
+        rounds=12,
+        warmup=2,
     ),
     "full": Grid(
         name="full",

@@ -1,12 +1,12 @@
 """Running a case under pytest-benchmark without giving up correct GPU timing, and recording the results.
 
-pytest-benchmark times `target()` with a host clock and has no notion of CUDA streams, so `--benchmark-compare-fail`
-on its own would compare kernel launch times. `measure()` hands it a `RoundTimer` as the target and the timer's
-`prepare` (L2 flush + synchronize) plus any interleaved baselines as the untimed `setup`: every round then starts
-on an idle GPU and ends with the GPU drained, so pytest-benchmark's `stats` are host wall times per call, and the
-same rounds' CUDA-event times land in `extra_info["samples_s"]` (with `extra_info["clock"]`). The gate should
-read `extra_info["samples_s"]` where present (device time; `perfmamba compare` does) and `stats.data`
-(`--benchmark-save-data`) otherwise. On a CPU both are perf_counter times of the same calls.
+pytest-benchmark times `target()` with a host clock and has no notion of CUDA streams or graphs. `measure()` hands
+it a `perfmamba.timing` timer as the target (on a GPU one round replays the case's CUDA graph between two events)
+and the timer's `prepare` plus any interleaved baselines as the untimed `setup`: every round starts on an idle GPU
+and ends with the GPU drained, so pytest-benchmark's `stats` are host wall times per round, and the device times of
+the same rounds land in `extra_info["samples_s"]` (with `extra_info["clock"]`, `["l2"]`, `["host_timed"]`). The
+gate reads `extra_info["samples_s"]` where present (`perfmamba compare` does) and `stats.data` otherwise. On a CPU
+both are perf_counter times of the same calls.
 
 Under pytest-xdist pytest-benchmark disables itself (it refuses to time in parallel); `measure()` then runs the
 same rounds itself, and `Recorder` is what keeps the results: each test adds a record, workers ship theirs to
@@ -24,19 +24,20 @@ from typing import Any
 import torch
 
 from perfmamba.bench.cases import Case
-from perfmamba.bench.timing import RoundTimer, Samples
+from perfmamba.timing import Samples, Timer, make_timer
 
 RESULT_KIND = "benchmark"
 
 
 def measure(
     benchmark: Any | None, subject: Callable[[], object], device: torch.device, *, rounds: int, warmup: int,
-    baselines: Mapping[str, Callable[[], object]] | None = None,
+    baselines: Mapping[str, Callable[[], object]] | None = None, graph: bool = True,
 ) -> tuple[Samples, dict[str, Samples]]:
     """Time `subject` (through pytest-benchmark's `benchmark` fixture when it is enabled) and, interleaved with
-    it round by round, each of `baselines`. Returns (subject samples, baseline samples by name)."""
-    timer = RoundTimer(subject, device)
-    others = {name: RoundTimer(fn, device) for name, fn in (baselines or {}).items()}
+    it round by round, each of `baselines`; on a GPU as CUDA-graph replays where `graph` and the calls can be
+    captured. Returns (subject samples, baseline samples by name)."""
+    timer: Timer = make_timer(subject, device, graph=graph)
+    others = {name: make_timer(fn, device, graph=graph) for name, fn in (baselines or {}).items()}
 
     def setup() -> None:
         for other in others.values():
@@ -73,7 +74,8 @@ class Recorder:
         self.records.append({
             "name": name, "fullname": fullname, "group": f"{case.level}-{case.mode}", "case": case.id,
             "params": asdict(case), "stats": _stats(list(samples.seconds)),
-            "extra_info": {"clock": samples.clock, **extra_info},
+            "extra_info": {"clock": samples.clock, "l2": samples.l2, "host_timed": samples.host_timed,
+                           **extra_info},
         })
 
     def extend(self, records: list[dict[str, Any]]) -> None:

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from perfmamba.bench.cases import Case
-from perfmamba.bench.timing import all_cpu_threads
 from perfmamba.bench.workloads import DependencyMissing, prune
+from perfmamba.timing import all_cpu_threads
 
 # Calibration batch for pruning the trained models: a few sequences of training text.
 CALIBRATION_SEQUENCES = 8

@@ -18,7 +18,6 @@ from perfmamba.bench.thresholds import (
     assert_plugin_slowdown,
     assert_rule,
 )
-from perfmamba.bench.timing import Samples, paired_ratio
 from perfmamba.bench.workloads import (
     ModelCache,
     Workload,
@@ -29,6 +28,7 @@ from perfmamba.bench.workloads import (
     peak_memory_bytes,
 )
 from perfmamba.ops.registry import unavailable_reason
+from perfmamba.timing import Samples, paired_ratio
 
 
 @dataclass
@@ -57,20 +57,23 @@ def check_kernels(case: Case, device: torch.device, thresholds: Thresholds) -> d
 
 def run_case(
     case: Case, device: torch.device, *, models: ModelCache, rounds: int, warmup: int, benchmark: Any | None = None,
+    graph: bool = True,
 ) -> CaseResult:
-    """Time `case`; a pruned case is timed interleaved with its dense twin (speedup: `paired_ratio`), and an
-    op-level case whose op runs a plug-in interleaved with the built-in backend (plugin_slowdown). No thresholds
-    are checked here (`check_result`)."""
+    """Time `case` (on a GPU as CUDA-graph replays where `graph`); a pruned case is timed interleaved with its
+    dense twin (speedup: `paired_ratio`), and an op-level case whose op runs a plug-in interleaved with the
+    built-in backend (plugin_slowdown). No thresholds are checked here (`check_result`)."""
     workload: Workload = make_workload(case, device, models)
+    dense = make_workload(case.dense(), device, models) if case.pruned else None
     baselines = {}
-    if case.pruned:
-        baselines["dense"] = make_workload(case.dense(), device, models).fn
+    if dense is not None:
+        baselines["dense"] = dense.fn
     builtin = None
     if case.level == "op":
         builtin = builtin_backend(device, workload.info["op"])
         if workload.info["backend"] != builtin:
             baselines["builtin"] = op_workload(case, device, backend=builtin).fn
-    samples, base = measure(benchmark, workload.fn, device, rounds=rounds, warmup=warmup, baselines=baselines)
+    samples, base = measure(benchmark, workload.fn, device, rounds=rounds, warmup=warmup, baselines=baselines,
+                            graph=graph)
     extra: dict[str, Any] = {"case": case.id, "device": str(device), **workload.info, **samples.summary()}
     extra["samples_s"] = list(samples.seconds)
     if "dense" in base:
@@ -83,12 +86,12 @@ def run_case(
     peak = peak_memory_bytes(workload)
     if peak is not None:
         extra["peak_memory_bytes"] = peak
-        if case.pruned:
-            dense_peak = peak_memory_bytes(make_workload(case.dense(), device, models))
+        if dense is not None:
+            dense_peak = peak_memory_bytes(dense)
             extra["dense_peak_memory_bytes"] = dense_peak
             extra["memory_reduction"] = 1.0 - peak / dense_peak
-    if case.pruned and case.mode == "decode" and case.level != "op":
-        dense_info = make_workload(case.dense(), device, models).info
+    if dense is not None and case.mode == "decode" and case.level != "op":
+        dense_info = dense.info
         extra["dense_cache_bytes"] = dense_info["cache_bytes"]
         extra["cache_reduction"] = 1.0 - workload.info["cache_bytes"] / dense_info["cache_bytes"]
     return CaseResult(case, samples, base, extra)

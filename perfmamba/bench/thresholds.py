@@ -16,14 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from perfmamba.bench.cases import LEVELS, MODES, Case
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
-    try:
-        import tomli as tomllib
-    except ModuleNotFoundError:
-        tomllib = None
+from perfmamba.results import parse_toml
 
 ENV_VAR = "PERFMAMBA_DEVICE_CLASS"
 # Substrings of torch.cuda.get_device_name() -> device class; first match wins.
@@ -40,6 +33,13 @@ RULES = {  # table -> (bound key, what the bound limits)
     "perplexity": ("max", "perplexity(pruned) / perplexity(dense) - 1, trained model, held-out text"),
 }
 MATCH_KEYS = ("version", "level", "mode", "seqlen", "ratio", "criterion")
+# [<class>.gate]: what `perfmamba gate` tolerates between BASE and PR on this device class.
+GATE_KEYS = {
+    "default": "relative change tolerated where no pattern matches (0.01 = 1%)",
+    "host_timed": "relative change tolerated for host-timed GPU samples (absent: not judged)",
+    "patterns": "table of {benchmark-name glob: relative change}; the first match wins",
+}
+DEFAULT_GATE_THRESHOLD = 0.02
 
 
 class ThresholdsError(ValueError):
@@ -95,12 +95,22 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class GateThresholds:
+    """The `[<class>.gate]` table: the gate's tolerated change per benchmark on this device class."""
+
+    default: float = DEFAULT_GATE_THRESHOLD
+    host_timed: float | None = None
+    patterns: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class Thresholds:
     device_class: str
     kernel_max_rel_error: float
     plugin_max_slowdown: float
     rules: tuple[Rule, ...]
     source: str
+    gate: GateThresholds = GateThresholds()
 
     def rule(self, kind: str, case: Case) -> Rule | None:
         """The most specific rule of `kind` that applies to `case` (None: nothing is asserted)."""
@@ -156,6 +166,29 @@ def _rule(kind: str, table: Any, where: str) -> Rule:
     return Rule(**fields)
 
 
+def _relative(value: Any, where: str) -> float:
+    v = _number(value, where)
+    if not 0 <= v < 10:
+        raise ThresholdsError(f"{where}: must be in [0, 10) (a relative change: 0.02 = 2%), got {v}")
+    return v
+
+
+def _gate(table: Any, where: str) -> GateThresholds:
+    if not isinstance(table, dict):
+        raise ThresholdsError(f"{where}: expected a table, got {table!r}")
+    unknown = sorted(set(table) - set(GATE_KEYS))
+    if unknown:
+        raise ThresholdsError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(GATE_KEYS)}")
+    patterns = table.get("patterns", {})
+    if not isinstance(patterns, dict):
+        raise ThresholdsError(f"{where}.patterns: expected a table of {{glob: threshold}}, got {patterns!r}")
+    return GateThresholds(
+        default=_relative(table.get("default", DEFAULT_GATE_THRESHOLD), f"{where} default"),
+        host_timed=_relative(table["host_timed"], f"{where} host_timed") if "host_timed" in table else None,
+        patterns=tuple((str(k), _relative(v, f"{where}.patterns {k!r}")) for k, v in patterns.items()),
+    )
+
+
 def parse_thresholds(doc: dict[str, Any], device_class_name: str, source: str = "thresholds.toml") -> Thresholds:
     """Validate every section of `doc` (so that a typo anywhere fails on any machine) and return one."""
     if not doc:
@@ -164,7 +197,7 @@ def parse_thresholds(doc: dict[str, Any], device_class_name: str, source: str = 
     for cls, section in doc.items():
         if not isinstance(section, dict):
             raise ThresholdsError(f"{source}: [{cls}] must be a table, got {section!r}")
-        allowed = (*SCALARS, *RULES)
+        allowed = (*SCALARS, *RULES, "gate")
         unknown = sorted(set(section) - set(allowed))
         if unknown:
             raise ThresholdsError(f"{source} [{cls}]: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
@@ -189,6 +222,7 @@ def parse_thresholds(doc: dict[str, Any], device_class_name: str, source: str = 
             plugin_max_slowdown=_number(section["plugin_max_slowdown"], f"{source} [{cls}] plugin_max_slowdown"),
             rules=tuple(rules),
             source=source,
+            gate=_gate(section.get("gate", {}), f"{source} [{cls}.gate]"),
         )
     if device_class_name not in parsed:
         raise ThresholdsError(
@@ -200,14 +234,12 @@ def parse_thresholds(doc: dict[str, Any], device_class_name: str, source: str = 
 
 def load_thresholds(device_class_name: str | None = None, path: str | os.PathLike | None = None) -> Thresholds:
     """The thresholds of `device_class_name` (default: this machine's) from `path` (default: the packaged file)."""
-    if tomllib is None:
-        raise ThresholdsError("reading thresholds.toml needs Python >= 3.11 (tomllib) or the tomli package")
     path = Path(path) if path is not None else default_path()
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        doc = parse_toml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ThresholdsError(f"{path}: no such thresholds file") from None
-    except tomllib.TOMLDecodeError as e:
+    except ValueError as e:
         raise ThresholdsError(f"{path}: not valid TOML ({e})") from e
     return parse_thresholds(doc, device_class_name or device_class(), source=str(path))
 

@@ -1,31 +1,16 @@
-"""The regression gate: `perfmamba compare BASE NEW` over pytest-benchmark JSON, asv results and perfmamba
-result files.
+"""The regression gate: `perfmamba compare BASE NEW` over result files, `perfmamba gate BASE PR` end to end.
 
-Per benchmark it takes the ratio of medians NEW / BASE with a bootstrap interval, tests the change against the
-benchmark's threshold with a Mann-Whitney test (Holm-corrected over the family), and calls it regressed,
-improved or unchanged; `Comparison.exit_code()` is 1 when anything regressed. `compare` (the rule, and why it
-is the rule), `readers` (formats, and the minimal schema perfmamba's producers emit), `stats` (the numbers),
-`report` (markdown and text).
+`config` (thresholds, significance), `readers` (formats), `runs` (several processes a side), `stats` (the
+numbers), `compare` (the rule), `report` (markdown and text), `run` (benchmark processes of two trees,
+interleaved on one machine).
 """
 
-from perfmamba.gate.compare import (
-    CORRECTIONS,
-    DEFAULT_ALPHA,
-    DEFAULT_THRESHOLD,
-    RESULT_KIND,
-    VERDICTS,
-    Comparison,
-    Finding,
-    GateConfig,
-    Row,
-    compare,
-    compare_files,
-    judge,
-    load_thresholds_file,
-)
+from perfmamba.gate.compare import VERDICTS, Comparison, Row, compare, compare_files, judge
+from perfmamba.gate.config import GateConfig, load_thresholds_file
 from perfmamba.gate.readers import Measurement, load_results
+from perfmamba.gate.runs import load_side
 
 __all__ = [
-    "CORRECTIONS", "DEFAULT_ALPHA", "DEFAULT_THRESHOLD", "RESULT_KIND", "VERDICTS", "Comparison", "Finding",
-    "GateConfig", "Measurement", "Row", "compare", "compare_files", "judge", "load_results", "load_thresholds_file",
+    "VERDICTS", "Comparison", "GateConfig", "Measurement", "Row", "compare", "compare_files", "judge",
+    "load_results", "load_side", "load_thresholds_file",
 ]

@@ -78,6 +78,9 @@ class Measurement:
     `unit` is canonical ("s" for every time unit, "bytes" for memory, else as the source wrote it), and
     `samples` / `median` / `interval` are in it. `interval` is the source's or the quartiles' interval for
     the median (used only without samples); `rounds` is the number of measurements behind `median`.
+    `groups`: the samples of each process (run) of a side where several were merged (`perfmamba.gate.runs`),
+    the process being the statistical unit. `clock`: how a timing was taken (`perfmamba.timing.CLOCKS`), where
+    the source says; "cuda_event" is eager GPU timing, host-timed.
     """
 
     name: str
@@ -91,10 +94,20 @@ class Measurement:
     rounds: int | None = None
     higher_is_better: bool = False
     source: str = ""
+    groups: tuple[tuple[float, ...], ...] | None = None
+    clock: str | None = None
 
     @property
     def has_samples(self) -> bool:
         return self.samples is not None and len(self.samples) > 0
+
+    @property
+    def processes(self) -> int:
+        return len(self.groups) if self.groups else 1
+
+    @property
+    def host_timed(self) -> bool:
+        return self.clock == "cuda_event"
 
 
 def canonical_unit(unit: str) -> tuple[str, float]:
@@ -279,11 +292,12 @@ def _pytest_benchmark_entry(entry: dict[str, Any], where: str, source: str) -> M
     if not isinstance(extra, dict):
         raise ResultsFileError(f"{where}: 'extra_info' must be an object, got {_short(extra)}")
     raw = extra.get("samples_s") or stats.get("data")
+    clock = extra.get("clock") if isinstance(extra.get("clock"), str) else None
     if raw:
         key = "extra_info.samples_s" if extra.get("samples_s") else "stats.data"
         samples = _values(raw, f"{where} {key}")
         return Measurement(name=name, unit="s", median=_median(samples), samples=samples, rounds=len(samples),
-                           source=source)
+                           source=source, clock=clock if extra.get("samples_s") else None)
     median = _number(stats.get("median"), f"{where} stats.median")
     if median <= 0:
         raise ResultsFileError(f"{where}: stats.median must be > 0, got {median}")

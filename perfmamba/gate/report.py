@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from perfmamba.gate.compare import Comparison, Row
+from perfmamba.gate.compare import Comparison, Row
 
-_MARK = {"regressed": "🔴", "improved": "🟢", "unchanged": "⚪", "not assessed": "❔"}
+_MARK = {"regressed": "🔴", "improved": "🟢", "unchanged": "⚪", "inconclusive": "🟡", "not assessed": "❔"}
 # GitHub rejects comments over 65,536 characters; the rows of a large sweep are cut well before that.
 _MAX_NAME = 120
 
@@ -53,7 +51,7 @@ def format_p(p: float | None) -> str:
 
 def _summary(comparison: Comparison) -> str:
     c = comparison.counts
-    parts = [f"{c[v]} {v}" for v in ("regressed", "improved", "unchanged", "not assessed") if c[v]]
+    parts = [f"{c[v]} {v}" for v in ("regressed", "improved", "unchanged", "inconclusive", "not assessed") if c[v]]
     if c["missing"]:
         parts.append(f"{c['missing']} missing in NEW")
     if c["added"]:
@@ -68,10 +66,11 @@ def _method(comparison: Comparison) -> str:
     conf = f"{1 - cfg.alpha:.0%}"
     fam = f", Holm-adjusted over {comparison.tested} tested" if cfg.correction == "holm" else ""
     return (
-        f"change = median NEW / median BASE − 1 (↑: higher is better). Regressed / improved: the {conf} "
-        f"bootstrap interval of the ratio lies wholly beyond the threshold, and a Mann-Whitney test of the "
-        f"change against the threshold agrees (p < {cfg.alpha:g}{fam}). Default threshold "
-        f"±{cfg.default_threshold * 100:g}%."
+        f"change = NEW / BASE − 1 (↑: higher is better; with several processes a side, of the geometric mean of "
+        f"the processes' medians). Regressed / improved: the {conf} interval of the ratio lies wholly beyond the "
+        f"threshold and its test agrees (p < {cfg.alpha:g}{fam}): Welch's t over processes where a side has "
+        f"several, else a bootstrap and Mann-Whitney over rounds. Unchanged: the interval lies within the "
+        f"threshold. Inconclusive: neither. Default threshold ±{cfg.default_threshold * 100:g}%."
     )
 
 
@@ -90,8 +89,15 @@ def _cells(row: Row) -> list[str]:
         format_interval(row.ci_low, row.ci_high),
         f"±{row.threshold * 100:g}%",
         format_p(row.p_adjusted),
-        f"{row.n_base}/{row.n_new}",
+        _counts(row),
     ]
+
+
+def _counts(row: Row) -> str:
+    """Samples a side, and the processes they came from where there were several."""
+    if row.processes_base > 1 or row.processes_new > 1:
+        return f"{row.n_base}/{row.n_new} ({row.processes_base}+{row.processes_new} proc)"
+    return f"{row.n_base}/{row.n_new}"
 
 
 def _md_escape(text: str) -> str:
@@ -133,7 +139,7 @@ def to_markdown(comparison: Comparison, *, max_rows: int = 200) -> str:
         out += ["No benchmark changed beyond its threshold.", ""]
     if rest:
         shown = rest[: max(budget, 0)]
-        out.append(f"<details><summary>{len(rest)} unchanged or not assessed</summary>\n")
+        out.append(f"<details><summary>{len(rest)} unchanged, inconclusive or not assessed</summary>\n")
         if shown:
             out += _md_table(comparison, shown)
         if len(rest) > len(shown):

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from perfmamba.bench.timing import time_fn
 from perfmamba.profiling.costs import Cost
+from perfmamba.timing import time_fn
 
 
 @dataclass(frozen=True)

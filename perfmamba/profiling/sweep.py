@@ -3,7 +3,7 @@ sequence lengths and batch sizes, for prefill and decode.
 
 Per point of the sweep (path x mode x batch x sequence length):
 1. Time: the plain end-to-end call and the same call with a `SpanTimer` installed run interleaved, round by
-   round (`perfmamba.bench.timing`: warm-up, L2 flush and synchronisation on a GPU, CUDA events); the
+   round (`perfmamba.timing`: warm-up, L2 flush and synchronisation on a GPU, CUDA events); the
    end-to-end time is the untraced median, each component's the median of its per-run self time, and "other"
    is what the traced run spent outside every span (residual adds, casts, layout copies, Python).
    Prefill is one forward over (batch, L) tokens; decode is TTFT (a prefill that fills the cache) and TPOT (one
@@ -41,7 +41,6 @@ import numpy as np
 import torch
 
 from perfmamba import ops
-from perfmamba.bench.timing import Samples, flushing_subnormals, paired_ratio, time_fn, time_interleaved
 from perfmamba.models import MambaLM, ModelConfig, build_model, get_model
 from perfmamba.profiling.costs import (
     MODES,
@@ -55,6 +54,7 @@ from perfmamba.profiling.costs import (
 from perfmamba.profiling.memory import measure_memory, tensor_bytes
 from perfmamba.profiling.roofline import DevicePeaks, measure_peaks, roofline_point
 from perfmamba.profiling.timers import COPIES, OTHER, SpanTimer, profile_runs, split_fused
+from perfmamba.timing import Samples, flushing_subnormals, paired_ratio, time_fn, time_interleaved
 
 PROFILE_VERSION = 1  # layout of the profile payload (the file's schema_version is perfmamba.results')
 STATUSES = ("ok", "oom", "skipped", "error", "pending")  # pending: planned, not measured yet
@@ -311,23 +311,6 @@ def _median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def _graph_samples(fn: Callable[[], object], device: torch.device, rounds: int, warmup: int) -> Samples:
-    """`fn` captured once into a CUDA graph and timed by replay (kernels only, no launch overhead)."""
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        for _ in range(3):  # Triton autotuning and lazy initialisation must happen outside the capture
-            fn()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    try:
-        return time_fn(graph.replay, device, rounds=rounds, warmup=warmup)
-    finally:
-        del graph
-
-
 def _split_samples(runs: list[dict[str, float]], traced: Samples, names: Sequence[str]) -> dict[str, list[float]]:
     """Per component, its self time in each traced run; "other" is the run's time outside every span."""
     out = {name: [run.get(name, 0.0) for run in runs] for name in names}
@@ -374,7 +357,7 @@ class _Point:
         else:
             cache = model.allocate_cache(r.batch)
             prefill: Callable[[], object] = lambda: model(ids, cache=cache)  # noqa: E731
-            ttft = time_fn(prefill, self.device, rounds=cfg.rounds, warmup=cfg.warmup)
+            ttft = time_fn(prefill, self.device, rounds=cfg.rounds, warmup=cfg.warmup, graph=False)
             r.ttft_s, r.ttft_samples_s = ttft.median, list(ttft.seconds)
             token = ids[:, -1].contiguous()
             fn = lambda: model.step(token, cache)  # noqa: E731
@@ -399,7 +382,7 @@ class _Point:
         cfg = self.cfg
         if not cfg.min_time_s:
             return cfg.rounds
-        estimate = time_fn(fn, self.device, rounds=1, warmup=0).min
+        estimate = time_fn(fn, self.device, rounds=1, warmup=0, graph=False).min
         wanted = math.ceil(cfg.min_time_s / (2 * max(estimate, 1e-9)))  # two calls per round: e2e and traced
         return min(10 * cfg.rounds, max(cfg.rounds, wanted))
 
@@ -411,7 +394,8 @@ class _Point:
             with timer.run():
                 fn()
 
-        samples = time_interleaved({"e2e": fn, "traced": traced}, self.device, rounds=self._rounds(fn),
+        # Eager on purpose: the spans are host-side records of the eager launches.
+        samples = time_interleaved({"e2e": fn, "traced": traced}, self.device, rounds=self._rounds(fn), graph=False,
                                    warmup=cfg.warmup)
         e2e, traced_samples = samples["e2e"], samples["traced"]
         runs = timer.times()[cfg.warmup:]
@@ -484,12 +468,15 @@ class _Point:
     def _graph(self, fn: Callable[[], object]) -> None:
         r = self.result
         try:
-            graph = _graph_samples(fn, self.device, self.cfg.rounds, self.cfg.warmup)
+            graph = time_fn(fn, self.device, rounds=self.cfg.rounds, warmup=self.cfg.warmup)
         except Exception as e:  # noqa: BLE001 - an uncapturable op (or no room for the graph's own memory pool)
             # must not cost the point its eager measurements
             with contextlib.suppress(Exception):
                 _free(self.device)
             r.message = f"CUDA graph capture failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            return
+        if graph.clock != "cuda_graph":  # timed eagerly instead: not a graph time
+            r.message = f"CUDA graph capture failed: {graph.note}"
             return
         r.graph_time_s, r.graph_samples_s = graph.median, list(graph.seconds)
 

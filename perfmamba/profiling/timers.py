@@ -15,7 +15,7 @@ The models wrap every component in `perfmamba.models.components.span(name)`; the
   path is one span ("mixer_fused"); its kernels are split by name, or by the op that launched them
   (`classify_kernel`). The layout copies and casts between its kernels are a component of their own, "copies":
   `mamba_inner_fn` transposes activations between its kernels, and that time is real.
-- End-to-end timing and L2 flushing are `perfmamba.bench.timing`'s (one home for timing a call).
+- End-to-end timing and L2 flushing are `perfmamba.timing`'s (one home for timing a call).
 """
 
 from __future__ import annotations

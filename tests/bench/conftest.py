@@ -1,10 +1,10 @@
-"""Benchmarks are timed on one CPU thread with subnormals flushed (perfmamba.bench.timing.configure_process);
+"""Benchmarks are timed on one CPU thread with subnormals flushed (perfmamba.timing.configure_process);
 the tests of the suite do the same and put torch's settings back afterwards for the rest of the test run."""
 
 import pytest
 import torch
 
-from perfmamba.bench.timing import configure_process
+from perfmamba.timing import configure_process
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from asv_runner.benchmarks._base import get_setup_cache_key  # noqa: E402
 
 from perfmamba.bench import workloads  # noqa: E402
 from perfmamba.bench.cases import Case  # noqa: E402
-from perfmamba.bench.timing import subnormals_flushed  # noqa: E402
+from perfmamba.timing import subnormals_flushed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CASE = Case("mamba2-tiny", "model", "prefill", 256, 8, 0.5, "contribution")

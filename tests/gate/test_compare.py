@@ -18,6 +18,7 @@ from perfmamba.gate import (
     judge,
     load_thresholds_file,
 )
+from perfmamba.gate.report import to_markdown, to_text
 from perfmamba.results import ResultsFileError, write_json
 
 
@@ -48,8 +49,8 @@ def test_verdicts_missing_renamed_and_exit_code():
     assert c.missing == ("op/old_name[L4096]",)
     assert c.added == ("op/brand_new", "op/new_name[L4096]")
     assert c.renamed == {"op/old_name[L4096]": "op/new_name[L4096]"}
-    assert c.counts == {"regressed": 1, "improved": 1, "unchanged": 2, "not assessed": 0, "missing": 1,
-                        "added": 2, "skipped": 0}
+    assert c.counts == {"regressed": 1, "improved": 1, "unchanged": 2, "inconclusive": 0, "not assessed": 0,
+                        "missing": 1, "added": 2, "skipped": 0}
     assert c.exit_code() == 1
     # no regression: 0, unless missing benchmarks should fail
     del base["op/scan[L2048]"], new["op/scan[L2048]"]
@@ -107,7 +108,8 @@ def test_few_samples_fall_back_to_separation():
     assert (f.verdict, f.method) == ("regressed", "separation")
     assert f.ci == pytest.approx((1.20 / 1.02, 1.25 / 1.00))
     assert "3 + 3 samples cannot reach p < 0.01" in f.note
-    assert judge(base, overlapping, 0.02, GateConfig()).verdict == "unchanged"
+    # the range of ratios reaches past both edges of the tolerance band: the data cannot tell
+    assert judge(base, overlapping, 0.02, GateConfig()).verdict == "inconclusive"
 
 
 def test_single_values_exact_for_bytes_not_assessed_for_time():
@@ -139,7 +141,7 @@ def test_summary_statistics_without_samples():
     asv_b = Measurement(name="a", unit="s", median=1.0, interval=(-np.inf, np.inf), interval_confidence=0.99)
     asv_n = Measurement(name="a", unit="s", median=3.0, interval=(-np.inf, np.inf), interval_confidence=0.99)
     f = judge(asv_b, asv_n, 0.02, GateConfig())
-    assert f.verdict == "unchanged" and f.ci == (0.0, np.inf)
+    assert f.verdict == "inconclusive" and f.ci == (0.0, np.inf)
     # samples on one side, summary on the other
     rng = np.random.default_rng(0)
     with_samples = measurement("s", draw(rng, 50, 0.005, "lognormal", factor=1.2, scale=1e-3))
@@ -158,7 +160,7 @@ def test_holm_demotes_a_marginal_finding_and_says_so():
     assert alone.rows[0].verdict == "regressed"
     family = compare(base, new, GateConfig(default_threshold=0.0))
     row = {r.name: r for r in family.rows}["b0"]
-    assert row.verdict == "unchanged"
+    assert row.verdict == "inconclusive"
     assert "not significant after Holm over 60 tests" in row.note
     assert row.p_value < 0.01 <= row.p_adjusted
     assert compare(base, new, GateConfig(default_threshold=0.0, correction="none")).exit_code() == 1
@@ -166,7 +168,7 @@ def test_holm_demotes_a_marginal_finding_and_says_so():
 
 def test_markdown_report():
     base, new = _suite()
-    md = compare(base, new, base_label="main.json", new_label="pr.json").to_markdown()
+    md = to_markdown(compare(base, new, base_label="main.json", new_label="pr.json"))
     assert md.startswith("### perfmamba compare: 1 regressed, 1 improved, 2 unchanged, 1 missing in NEW, "
                          "2 only in NEW")
     assert "**BASE** `main.json` → **NEW** `pr.json`" in md
@@ -179,7 +181,7 @@ def test_markdown_report():
     assert "| ±2% |" in regressed and "| 30/30 |" in regressed
     change = regressed.split(" | ")[4]
     assert change.startswith("+") and 9.0 < float(change.rstrip("%")) < 11.0
-    assert "<details><summary>2 unchanged or not assessed</summary>" in md
+    assert "<details><summary>2 unchanged, inconclusive or not assessed</summary>" in md
     assert "- `op/old_name[L4096]` (renamed to `op/new_name[L4096]`?)" in md
     assert "**Only in NEW (2)**" in md
     assert "Holm-adjusted over 4 tested" in md
@@ -190,7 +192,7 @@ def test_markdown_escapes_pipes_and_caps_rows():
     for i in range(30):
         name = f"bench|{i:02d}"
         base[name], new[name] = _pair(name, 1.0, n=10, seed=i)
-    md = compare(base, new).to_markdown(max_rows=5)
+    md = to_markdown(compare(base, new), max_rows=5)
     assert "`bench\\|" in md and "`bench|" not in md and "… and 25 more" in md
     assert "No benchmark changed beyond its threshold." in md
 
@@ -198,7 +200,7 @@ def test_markdown_escapes_pipes_and_caps_rows():
 def test_text_and_json_reports():
     base, new = _suite()
     c = compare(base, new)
-    text = c.to_text()
+    text = to_text(c)
     assert text.splitlines()[0] == "perfmamba compare: 1 regressed, 1 improved, 2 unchanged, 1 missing in NEW, " \
                                    "2 only in NEW"
     assert any(line.startswith("regressed  op/scan[L2048]") for line in text.splitlines())

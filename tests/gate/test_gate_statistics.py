@@ -9,7 +9,7 @@ from gate_synthetic import NOISE_MODELS, binomial_bound, draw, measurement
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perfmamba.gate import GateConfig, compare, judge
+from perfmamba.gate import VERDICTS, GateConfig, compare, judge
 
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
 FAST = {"resamples": 1000}  # bootstrap quantiles at alpha = 0.05 need no more than this
@@ -27,7 +27,7 @@ def _flags(seed: int, n: int, m: int, noise: float, model: str, factor: float, t
            alpha: float) -> dict[str, int]:
     rng = np.random.default_rng(seed)
     config = GateConfig(default_threshold=threshold, alpha=alpha, correction="none", **FAST)
-    out = {"regressed": 0, "improved": 0, "unchanged": 0}
+    out = dict.fromkeys(VERDICTS, 0)
     for i in range(PAIRS):
         base = measurement(f"b{i}", draw(rng, n, noise, model))
         new = measurement(f"b{i}", draw(rng, m, noise, model, factor))

@@ -255,7 +255,7 @@ def test_profile_leaves_the_callers_floating_point_mode_alone():
     """`profile` flushes subnormals while it measures (as the benchmarks do) and restores the mode afterwards:
     a library call must not change how the rest of the caller's process rounds (hypothesis, for one, refuses
     to draw floats once subnormals are flushed)."""
-    from perfmamba.bench.timing import subnormals_flushed
+    from perfmamba.timing import subnormals_flushed
 
     assert not subnormals_flushed()
     profile(TINY[1], QUICK, seqlens=(16,), modes=("prefill",))

@@ -4,8 +4,8 @@ import bench_scripts
 import pytest
 import torch
 
-from perfmamba.bench.timing import subnormals_flushed
 from perfmamba.results import read_json
+from perfmamba.timing import subnormals_flushed
 
 
 @pytest.fixture(autouse=True)

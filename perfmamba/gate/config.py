@@ -1,0 +1,110 @@
+"""How the gate judges: its configuration (thresholds per benchmark pattern, significance, correction) and the
+threshold files it reads."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from perfmamba.results import ResultsFileError, parse_toml
+
+DEFAULT_THRESHOLD = 0.02
+DEFAULT_ALPHA = 0.01
+CORRECTIONS = ("holm", "none")
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """How the gate judges. `thresholds` maps glob patterns of benchmark names (fnmatch, case-sensitive) to the
+    tolerated relative change; the first pattern that matches wins (list specific patterns first), else
+    `default_threshold`. `higher_is_better` holds patterns of metrics where more is better, besides those whose
+    unit says so (x, speedup, anything per second). `host_timed_threshold`: the threshold of host-timed GPU
+    samples (eager calls timed by events: the host's launch path is in them); None leaves them not assessed."""
+
+    default_threshold: float = DEFAULT_THRESHOLD
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    alpha: float = DEFAULT_ALPHA
+    correction: str = "holm"
+    higher_is_better: tuple[str, ...] = ()
+    resamples: int = 4000
+    seed: int = 0
+    # The bootstrap resamples at most this many samples a side (a seeded subset beyond it): a 10,000-round
+    # micro-benchmark would otherwise cost seconds, and an interval from 2000 samples is already tight.
+    max_bootstrap_samples: int = 2000
+    host_timed_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        check_threshold(self.default_threshold, "default_threshold")
+        if self.host_timed_threshold is not None:
+            check_threshold(self.host_timed_threshold, "host_timed_threshold")
+        for pattern, value in self.thresholds.items():
+            if not isinstance(pattern, str) or not pattern:
+                raise ValueError(f"threshold patterns must be non-empty strings, got {pattern!r}")
+            check_threshold(value, f"threshold for {pattern!r}")
+        # A private copy, so that the caller's dict cannot change a frozen config.
+        object.__setattr__(self, "thresholds", dict(self.thresholds))
+        if not 0 < self.alpha < 0.5:
+            raise ValueError(f"alpha must be in (0, 0.5), got {self.alpha}")
+        if self.correction not in CORRECTIONS:
+            raise ValueError(f"correction must be one of {CORRECTIONS}, got {self.correction!r}")
+        if isinstance(self.higher_is_better, str):
+            raise ValueError(f"higher_is_better must be a sequence of patterns, got {self.higher_is_better!r}")
+        object.__setattr__(self, "higher_is_better", tuple(self.higher_is_better))
+        if self.resamples < 100:
+            raise ValueError(f"resamples must be >= 100, got {self.resamples}")
+        if self.max_bootstrap_samples < 10:
+            raise ValueError(f"max_bootstrap_samples must be >= 10, got {self.max_bootstrap_samples}")
+
+    def threshold_for(self, name: str) -> float:
+        if name in self.thresholds:
+            return float(self.thresholds[name])
+        for pattern, value in self.thresholds.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                return float(value)
+        return self.default_threshold
+
+    def is_higher_better(self, name: str, measured: bool) -> bool:
+        return measured or any(fnmatch.fnmatchcase(name, p) for p in self.higher_is_better)
+
+
+def check_threshold(value: Any, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    if not 0 <= value < 10:
+        raise ValueError(f"{what} must be in [0, 10) (a relative change: 0.02 = 2%), got {value}")
+
+
+
+def load_thresholds_file(path: str | os.PathLike) -> dict[str, float]:
+    """{glob: threshold} from a JSON or TOML file: the mapping at the top level, or under a "thresholds" key
+    (TOML: a [thresholds] table, or [gate.thresholds]). Values are relative changes (0.02 = 2%)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ResultsFileError(f"{path}: cannot read thresholds file ({e.strerror or e})") from e
+    try:
+        doc = parse_toml(text) if path.suffix == ".toml" else json.loads(text)
+    except ValueError as e:  # JSONDecodeError and TOMLDecodeError are both ValueErrors
+        raise ResultsFileError(f"{path}: corrupt thresholds file ({e})") from e
+    if isinstance(doc, dict) and isinstance(doc.get("gate"), dict):
+        doc = doc["gate"]
+    if isinstance(doc, dict) and isinstance(doc.get("thresholds"), dict):
+        doc = doc["thresholds"]
+    if not isinstance(doc, dict):
+        raise ResultsFileError(f"{path}: expected a mapping of benchmark-name patterns to thresholds")
+    out = {}
+    for pattern, value in doc.items():
+        try:
+            check_threshold(value, f"threshold for {pattern!r}")
+        except ValueError as e:
+            raise ResultsFileError(f"{path}: {e}") from None
+        out[str(pattern)] = float(value)
+    return out
+
