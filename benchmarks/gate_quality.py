@@ -43,6 +43,7 @@ from perfmamba.results import atomic_write_text, write_json  # noqa: E402
 
 # variant -> (module file, dispatcher, percent of extra time steps, cases it runs)
 VARIANTS = {
+    "scan+20%": ("perfmamba/ops/selective_scan.py", "selective_scan", 20, "mamba1 and op and prefill"),
     "scan+5%": ("perfmamba/ops/selective_scan.py", "selective_scan", 5, "mamba1 and op and prefill"),
     "scan+2%": ("perfmamba/ops/selective_scan.py", "selective_scan", 2, "mamba1 and op and prefill"),
     "ssd+5%": ("perfmamba/ops/ssd.py", "ssd_scan", 5, "mamba2 and op and prefill"),
@@ -106,10 +107,9 @@ def run(args: argparse.Namespace) -> int:
     start = time.monotonic()
     with Launcher(launch=args.launch) as launcher:
         for r in range(args.rounds):
-            if time.monotonic() - start > args.budget_s:
-                print(f"budget of {args.budget_s:.0f} s spent after {r} rounds", flush=True)
-                break
             for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+                if time.monotonic() - start > args.budget_s:
+                    break
                 tree, select = trees[label]
                 stem = f"{label}-{r + 1}"
                 result = out / "runs" / f"{stem}.json"
@@ -121,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
                 print(f"round {r + 1}: {stem} exit {rc} in {time.monotonic() - t0:.1f} s "
                       f"({time.monotonic() - start:.0f} s in all)", flush=True)
             write_json(out / "study.json", meta, kind="gate_quality_run")
+            if time.monotonic() - start > args.budget_s:
+                print(f"budget of {args.budget_s:.0f} s spent in round {r + 1}", flush=True)
+                break
     with tarfile.open(out / "runs.tar.xz", "w:xz") as tar:
         for sub in ("runs", "logs"):
             tar.add(out / sub, arcname=sub)
@@ -165,55 +168,67 @@ def _rates(runs: list) -> dict:
             "inconclusive": sum(len(c.by_verdict("inconclusive")) for c in runs)}
 
 
-def analyse(args: argparse.Namespace) -> int:
-    out = args.out
+def _study(out: Path, k: int, configs: dict) -> dict:
+    """Counts of one study folder: its own gate runs, formed within it (one machine, one run of the schedule)."""
     if not (out / "runs").is_dir() and (out / "runs.tar.xz").is_file():
         with tarfile.open(out / "runs.tar.xz") as tar:
             tar.extractall(out, filter="data")
     meta = json.loads((out / "study.json").read_text())
-    device_class = args.device_class or ("cpu" if meta["grid"] == "quick" else "h200")
-    config = gate_config(argparse.Namespace(threshold=None, thresholds_file=None), device_class)
-    configs = {"holm": config, "none": GateConfig(**{**config.__dict__, "correction": "none"})}
     base, base2 = _runs(out, meta, "base"), _runs(out, meta, "base2")
-    k = args.processes
-    summary = {"device_class": device_class, "processes_per_side": k, "thresholds": config.thresholds,
-               "default_threshold": config.default_threshold, "comparisons": {}}
-    seconds = [p["seconds"] for p in meta["processes"]]
-    summary["process_seconds"] = {label: statistics.median(p["seconds"] for p in meta["processes"]
-                                                           if p["tree"] == label) for label in meta["trees"]}
-    summary["wall_s"] = sum(seconds)
+    result = {"process_seconds": {label: statistics.median(p["seconds"] for p in meta["processes"]
+                                                           if p["tree"] == label) for label in meta["trees"]},
+              "wall_s": sum(p["seconds"] for p in meta["processes"]), "rounds": len(base), "comparisons": {}}
     comparisons = {"A/A": ("base2", None)}
     for name in meta["variants"]:
         comparisons[name] = (name.replace("+", "").replace("%", "pct"), name)
-    lines = []
     for title, (label, variant) in comparisons.items():
         new = _runs(out, meta, label)
-        entry = {}
-        for corr, cfg in configs.items():
-            runs = _gate_runs(base, new, base2 if variant else None, k, cfg)
-            entry[corr] = _rates(runs)
+        entry = {corr: _rates(_gate_runs(base, new, base2 if variant else None, k, cfg))
+                 for corr, cfg in configs.items()}
         if variant:
             names = sorted(set(new[0]) & set(base[0])) if new else []
-            entry["injected"] = {n: _log_mean_ratio(base, new, n) - 1 for n in names if "::" not in n}
-            flagged = {n: 0 for n in entry["injected"]}
+            entry["injected"] = {n: _log_mean_ratio(base, new, n) - 1 for n in names if n.count("::") == 1}
+            flagged = dict.fromkeys(entry["injected"], 0)
             for c in _gate_runs(base, new, base2, k, configs["holm"]):
                 for r in c.regressions:
                     flagged[r.name] = flagged.get(r.name, 0) + 1
             entry["flagged_per_case"] = flagged
-        summary["comparisons"][title] = entry
-        h, n = entry["holm"], entry["none"]
+        result["comparisons"][title] = entry
+    return result
+
+
+def analyse(args: argparse.Namespace) -> int:
+    dirs = [Path(d) for d in str(args.out).split(",")]
+    grid = json.loads((dirs[0] / "study.json").read_text())["grid"]
+    device_class = args.device_class or ("cpu" if grid == "quick" else "h200")
+    config = gate_config(argparse.Namespace(threshold=None, thresholds_file=None), device_class)
+    configs = {"holm": config, "none": GateConfig(**{**config.__dict__, "correction": "none"})}
+    studies = {str(d): _study(d, args.processes, configs) for d in dirs}
+    summary = {"device_class": device_class, "processes_per_side": args.processes,
+               "thresholds": config.thresholds, "default_threshold": config.default_threshold, "studies": studies}
+    titles = list(next(iter(studies.values()))["comparisons"])
+    lines = []
+    for title in titles:
+        total = {corr: {} for corr in configs}
+        for study in studies.values():
+            for corr in configs:
+                for key, value in study["comparisons"][title][corr].items():
+                    total[corr][key] = total[corr].get(key, 0) + value
+        h, n = total["holm"], total["none"]
         lines.append(f"| {title} | {h['gate_runs']} | {h['exit_1']} | {h['cases_flagged']} / {h['cases_compared']} "
-                     f"| {n['exit_1']} | {n['cases_flagged']} / {n['cases_compared']} | "
-                     f"{h['inconclusive']} |")
+                     f"| {n['exit_1']} | {n['cases_flagged']} / {n['cases_compared']} | {h['inconclusive']} |")
     table = ["| comparison | gate runs | exit 1 (Holm) | cases flagged (Holm) | exit 1 (no correction) | "
              "cases flagged (no correction) | inconclusive (Holm) |", "|---|---|---|---|---|---|---|", *lines]
-    for title, entry in summary["comparisons"].items():
-        if "injected" in entry:
-            table += ["", f"{title}: slowdown injected per case (all processes) and gate runs flagging it:", ""]
-            table += [f"- `{n.split('[')[-1].rstrip(']')}`: {v:+.2%}, flagged in {entry['flagged_per_case'][n]}"
-                      for n, v in sorted(entry["injected"].items())]
+    for title in titles:
+        for where, study in studies.items():
+            entry = study["comparisons"][title]
+            if "injected" in entry:
+                table += ["", f"{title} ({where}): slowdown injected per case (all processes) and gate runs "
+                              "flagging it:", ""]
+                table += [f"- `{n.split('[')[-1].rstrip(']')}`: {v:+.2%}, flagged in "
+                          f"{entry['flagged_per_case'][n]}" for n, v in sorted(entry["injected"].items())]
     text = "\n".join(table) + "\n"
-    write_json(out / "summary.json", summary, kind="gate_quality")
+    write_json(dirs[0] / "summary.json", summary, kind="gate_quality")
     if args.markdown:
         atomic_write_text(args.markdown, text)
     print(text)
@@ -229,10 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--grid", default=None)
     r.add_argument("--rounds", type=int, default=15)
     r.add_argument("--budget-s", type=float, default=float("inf"))
-    r.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, of: " + ", ".join(VARIANTS))
+    r.add_argument("--variants", default="scan+5%,scan+2%,ssd+5%,ssd+2%",
+                   help="comma-separated, of: " + ", ".join(VARIANTS))
     r.add_argument("--launch", default="fork", choices=("fork", "spawn"))
     a = sub.add_parser("analyse")
-    a.add_argument("--out", type=Path, required=True)
+    a.add_argument("--out", required=True, help="a study folder, or several comma-separated (one per machine)")
     a.add_argument("--processes", type=int, default=3, help="processes a side per gate run")
     a.add_argument("--device-class", default=None, help="thresholds.toml section (default: h200, cpu for quick)")
     a.add_argument("--markdown", type=Path, default=None)

@@ -237,13 +237,15 @@ class GraphTimer:
         self.fn = fn
         self._flush = _flush_buffer(self.device) if flush_l2 else None
         self.eager_s = self._warm_up(max(2, warmup_calls))
+        graph = None
         if calls is None:
-            probe = self._capture(1)
-            once = _replay_seconds(probe, self.device, times=3)
-            del probe
+            graph = self._capture(1)
+            once = _replay_seconds(graph, self.device, times=3)
             calls = min(MAX_CALLS, max(1, math.ceil(MIN_REPLAY_S / max(once, 1e-9))))
+            if calls > 1:
+                graph = None  # recaptured below with `calls` calls; its pool is freed first
         self.calls = calls
-        self._graph = self._capture(calls)
+        self._graph = graph if graph is not None else self._capture(calls)
         self._flush_graph = self._capture(calls, flush_only=True) if self._flush is not None else None
         self._events: list[tuple[torch.cuda.Event, ...]] = []
 
