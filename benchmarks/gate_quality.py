@@ -113,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
                 tree, select = trees[label]
                 stem = f"{label}-{r + 1}"
                 result = out / "runs" / f"{stem}.json"
-                argv = benchmark_args(result, grid=args.grid, select=select, markers="not slow")
+                argv = benchmark_args(result, grid=args.grid, select=select, markers="not slow",
+                                      extra=("--durations=12",))
                 t0 = time.monotonic()
                 rc = launcher.run(tree, argv, out / "logs" / f"{stem}.log")
                 meta["processes"].append({"tree": label, "round": r + 1, "rc": rc, "seconds": time.monotonic() - t0,
@@ -124,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
             if time.monotonic() - start > args.budget_s:
                 print(f"budget of {args.budget_s:.0f} s spent in round {r + 1}", flush=True)
                 break
+        meta["servers"] = launcher.imports
+    write_json(out / "study.json", meta, kind="gate_quality_run")
     with tarfile.open(out / "runs.tar.xz", "w:xz") as tar:
         for sub in ("runs", "logs"):
             tar.add(out / sub, arcname=sub)

@@ -122,14 +122,20 @@ def checked_ops(case: Case) -> tuple[str, ...]:
 
 
 def _randn(gen: torch.Generator, *shape: int, scale: float = 1.0) -> Tensor:
-    return torch.randn(*shape, generator=gen) * scale
+    # Drawn where the generator lives: on a GPU, 50M-element inputs cost milliseconds instead of ~0.4 s each on
+    # the host (the values differ between CPU and CUDA generators; each is fixed by the seed).
+    return torch.randn(*shape, generator=gen, device=gen.device) * scale
+
+
+def _generator(device: torch.device, seed: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def op_arguments(op: str, case: Case, device: torch.device, seed: int = 0) -> tuple[tuple, dict[str, Any]]:
     """Positional and keyword arguments of `op` at the shapes of `case` (its preset with `case.d_state` states),
     in the value ranges a trained model feeds it (deltas after softplus of 1e-3..1e-1, S4D-real A)."""
     cfg: ModelConfig = PRESETS[case.preset]
-    gen = torch.Generator().manual_seed(seed)
+    gen = _generator(device, seed)
     b, L, N, d = case.batch, case.seqlen, case.d_state, cfg.d_inner
     h, p, g = cfg.nheads, cfg.headdim, cfg.ngroups
     act, fp32 = case.torch_dtype, torch.float32
@@ -144,7 +150,7 @@ def op_arguments(op: str, case: Case, device: torch.device, seed: int = 0) -> tu
         kwargs = {"D": on(torch.ones(d), fp32), "z": on(_randn(gen, b, d, L)),
                   "delta_bias": on(init_dt_bias(d, "cpu"), fp32), "delta_softplus": True}
     elif op == "ssd_scan":
-        A = -torch.empty(h).uniform_(1, 16, generator=gen)
+        A = -torch.empty(h, device=gen.device).uniform_(1, 16, generator=gen)
         args = (on(_randn(gen, b, L, h, p)), on(_randn(gen, b, L, h, scale=0.5)), on(A, fp32),
                 on(_randn(gen, b, L, g, N)), on(_randn(gen, b, L, g, N)), cfg.chunk_size)
         kwargs = {"D": on(torch.ones(h), fp32), "dt_bias": on(init_dt_bias(h, "cpu"), fp32), "dt_softplus": True}
@@ -156,7 +162,7 @@ def op_arguments(op: str, case: Case, device: torch.device, seed: int = 0) -> tu
                   "dt_bias": on(init_dt_bias(d, "cpu"), fp32), "dt_softplus": True}
     elif op == "selective_state_update":
         # Mamba-2's per-head parameters broadcast over the head dimension, as its mixer passes them.
-        A = (-torch.empty(h).uniform_(1, 16, generator=gen))[:, None, None].expand(h, p, N)
+        A = (-torch.empty(h, device=gen.device).uniform_(1, 16, generator=gen))[:, None, None].expand(h, p, N)
         args = (on(_randn(gen, b, h, p, N)), on(_randn(gen, b, h, p)),
                 on(_randn(gen, b, h, scale=0.5)[..., None].expand(b, h, p)), on(A, fp32),
                 on(_randn(gen, b, g, N)), on(_randn(gen, b, g, N)))
@@ -270,7 +276,7 @@ def _model_info(case: Case, model: MambaLM, module: torch.nn.Module) -> dict[str
 def block_workload(case: Case, model: MambaLM, device: torch.device, seed: int = 0) -> Workload:
     """The first block (pre-norm + mixer) of `model`."""
     block = model.backbone.layers[0]
-    gen = torch.Generator().manual_seed(seed)
+    gen = _generator(device, seed)
     d_model, b = model.config.d_model, case.batch
     info = _model_info(case, model, block)
     if case.mode == "prefill":

@@ -28,21 +28,23 @@ PREIMPORT = ("numpy", "torch", "pytest", "pytest_benchmark.plugin", "hypothesis"
              "mamba_ssm")
 
 _SERVER = r"""
-import json, os, sys, traceback
+import json, os, sys, time, traceback
 os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"  # torch.cuda.is_available() without creating a context
+start, failed = time.monotonic(), {}
 for name in sys.argv[1:]:
     try:
         __import__(name)
-    except Exception:
-        pass
+    except Exception as e:
+        failed[name] = f"{type(e).__name__}: {e}"[:200]
 import torch
 if torch.cuda.is_initialized():
     print(json.dumps({"error": "importing the kernels initialised CUDA; forked children could not use it"}),
           flush=True)
     sys.exit(3)
-print(json.dumps({"ready": True}), flush=True)
+print(json.dumps({"ready": True, "import_s": time.monotonic() - start, "failed": failed}), flush=True)
 for line in sys.stdin:
     job = json.loads(line)
+    t0 = time.monotonic()
     pid = os.fork()
     if pid == 0:
         fd = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -54,11 +56,11 @@ for line in sys.stdin:
             rc = int(pytest.main(job["args"]))
         except BaseException:
             traceback.print_exc()
-        sys.stdout.flush()
+        print(f"[perfmamba gate] pytest returned {rc} after {time.monotonic() - t0:.1f} s", flush=True)
         sys.stderr.flush()
         os._exit(rc)
     _, status = os.waitpid(pid, 0)
-    print(json.dumps({"rc": os.waitstatus_to_exitcode(status)}), flush=True)
+    print(json.dumps({"rc": os.waitstatus_to_exitcode(status), "seconds": time.monotonic() - t0}), flush=True)
 """
 
 
@@ -126,6 +128,7 @@ class Launcher:
             raise ValueError(f"launch must be one of {LAUNCHES}, got {launch!r}")
         self.python, self.launch, self.preimport = python, launch, tuple(preimport)
         self._servers: dict[Path, subprocess.Popen] = {}
+        self.imports: dict[str, dict] = {}  # per tree: the server's import time and the modules it could not import
 
     def __enter__(self) -> Launcher:
         return self
@@ -144,6 +147,7 @@ class Launcher:
             hello = json.loads(server.stdout.readline() or '{"error": "the fork server exited"}')
             if "error" in hello:
                 raise GateError(f"{tree.label}: {hello['error']} (use --launch spawn)")
+            self.imports[tree.label] = hello
             self._servers[tree.path] = server
         return self._servers[tree.path]
 
