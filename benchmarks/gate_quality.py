@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     labels = list(trees)
     start = time.monotonic()
     with Launcher(launch=args.launch) as launcher:
+        launcher.start([tree for tree, _ in trees.values()])
         for r in range(args.rounds):
             for label in labels[r % len(labels):] + labels[:r % len(labels)]:
                 if time.monotonic() - start > args.budget_s:

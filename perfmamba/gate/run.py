@@ -140,15 +140,25 @@ class Launcher:
             server.wait(timeout=60)
         self._servers.clear()
 
-    def _server(self, tree: Tree) -> subprocess.Popen:
-        if tree.path not in self._servers:
-            server = subprocess.Popen([self.python, "-c", _SERVER, *self.preimport], cwd=tree.path, env=tree_env(tree),
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    def start(self, trees: Sequence[Tree]) -> None:
+        """Start the fork servers of `trees` side by side (each imports the kernels: ~11 s on an H200)."""
+        if self.launch != "fork":
+            return
+        pending = {}
+        for tree in trees:
+            if tree.path not in self._servers and tree.path not in pending:
+                pending[tree.path] = (tree, subprocess.Popen(
+                    [self.python, "-c", _SERVER, *self.preimport], cwd=tree.path, env=tree_env(tree),
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        for tree, server in pending.values():
             hello = json.loads(server.stdout.readline() or '{"error": "the fork server exited"}')
             if "error" in hello:
                 raise GateError(f"{tree.label}: {hello['error']} (use --launch spawn)")
             self.imports[tree.label] = hello
             self._servers[tree.path] = server
+
+    def _server(self, tree: Tree) -> subprocess.Popen:
+        self.start([tree])
         return self._servers[tree.path]
 
     def run(self, tree: Tree, args: Sequence[str], log: Path) -> int:
@@ -218,6 +228,7 @@ def run_interleaved(trees: Sequence[Tree], processes: int, args_for: Callable[[T
     (out / "runs").mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     by_label = {t.label: t for t in trees}
+    launcher.start(trees)
     schedule, count = Schedule(), dict.fromkeys(by_label, 0)
     order = interleaved(list(by_label), processes)
     start = time.monotonic()
