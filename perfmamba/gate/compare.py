@@ -9,7 +9,8 @@
                   their own
 (for a metric where higher is better, such as a speedup, "worse" is a lower ratio).
 
-The unit of evidence is the process where a side has several (`stats.process_test`, method "processes");
+The unit of evidence is the process where a side has several (`processes.process_test`, method "processes":
+a t-test on per-process medians whose variance is moderated towards the run's other benchmarks);
 with one process a side the rounds inside it are used and the row says that the spread between processes is
 unknown. The rule, why it is the rule, and its measured false-alarm and detection rates: docs/gate.md and
 docs/results/gate_quality.md.
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from perfmamba.gate import stats
+from perfmamba.gate import processes, stats
 from perfmamba.gate.config import DEFAULT_ALPHA, DEFAULT_THRESHOLD, GateConfig, load_thresholds_file
 from perfmamba.gate.readers import Measurement
 from perfmamba.gate.runs import load_side, split_specs
@@ -212,28 +213,51 @@ def _tested(ratio: float, ci: tuple[float, float], p_worse: float, p_better: flo
     return Finding(ratio, ci, p_worse, p_better, verdict, method, note)
 
 
-def _by_processes(base: Measurement, new: Measurement, threshold: float, config: GateConfig, hib: bool
-                  ) -> Finding | None:
+def _by_processes(base: Measurement, new: Measurement, threshold: float, config: GateConfig, hib: bool,
+                  prior: tuple[float, float] | None) -> Finding | None:
     """The process-level finding, where a side has several processes; None where neither has."""
     if base.processes < 2 and new.processes < 2:
         return None
     groups = [m.groups or ((m.samples if m.has_samples else (m.median,)),) for m in (base, new)]
-    test = stats.process_test(groups[0], groups[1], threshold, higher_is_better=hib, confidence=1 - config.alpha)
+    test = processes.process_test(groups[0], groups[1], threshold, higher_is_better=hib,
+                                  confidence=1 - config.alpha, prior=prior)
+    if test is None:
+        return None
+    how = "moderated over the benchmarks, " if test.moderated else ""
     note = (f"{test.n_base} + {test.n_new} processes; one process's median varies by {test.spread:.2%} "
-            f"(between processes), df {test.df:.1f}")
+            f"between processes ({how}df {test.df:.0f})")
     return _tested(test.ratio, test.ci, test.p_worse, test.p_better, threshold, hib, config.alpha, "processes",
                    note)
 
 
-def judge(base: Measurement, new: Measurement, threshold: float, config: GateConfig, family: int = 1) -> Finding:
+def family_prior(base: Mapping[str, Measurement], new: Mapping[str, Measurement], names: Iterable[str]
+                 ) -> tuple[float, float] | None:
+    """The moderation prior (`processes.moderation_prior`) over the timings of `names` that ran in several
+    processes: how much one process's median varies between processes, across the run's benchmarks."""
+    variances, dfs = [], []
+    for name in names:
+        b, n = base[name], new[name]
+        if not _noise_unknown_kind(n) or b.processes + n.processes < 3:
+            continue
+        a = processes.log_process_medians(b.groups or (b.samples,), name)
+        c = processes.log_process_medians(n.groups or (n.samples,), name)
+        var, df = processes.pooled_variance(a, c)
+        variances.append(var)
+        dfs.append(df)
+    return processes.moderation_prior(variances, dfs)
+
+
+def judge(base: Measurement, new: Measurement, threshold: float, config: GateConfig, family: int = 1,
+          prior: tuple[float, float] | None = None) -> Finding:
     """The verdict for one benchmark before the family correction (see the module docstring for the rule).
 
     `family`: how many benchmarks the p-values will be corrected over (Holm). A round-level sample size whose
     smallest attainable p cannot pass alpha after that correction is judged by the separation rule instead, not
-    tested to a verdict that the correction would then always take back."""
+    tested to a verdict that the correction would then always take back. `prior`: the family's moderation prior
+    (`family_prior`) for the process-level test."""
     hib = config.is_higher_better(new.name, new.higher_is_better or base.higher_is_better)
     alpha = config.alpha
-    by_processes = _by_processes(base, new, threshold, config, hib)
+    by_processes = _by_processes(base, new, threshold, config, hib, prior)
     if by_processes is not None:
         return by_processes
     one_process = "one process a side: the spread between processes is unknown, judged on rounds within each"
@@ -328,6 +352,7 @@ def compare(
     judged = [name for name in comparable if name not in host_timed or config.host_timed_threshold is not None]
     # The tested benchmarks are at most those with raw samples on both sides: the Holm family.
     family = sum(base[k].has_samples and new[k].has_samples for k in judged) if config.correction == "holm" else 1
+    prior = family_prior(base, new, [k for k in judged if k not in host_timed]) if config.moderate else None
     findings: dict[str, tuple[Finding, float]] = {}
     for name in comparable:
         if name not in judged:
@@ -336,7 +361,8 @@ def compare(
                                       "not judged without a host_timed threshold"), config.threshold_for(name))
             continue
         threshold = config.host_timed_threshold if name in host_timed else config.threshold_for(name)
-        finding = judge(base[name], new[name], threshold, config, max(1, family))
+        finding = judge(base[name], new[name], threshold, config, max(1, family),
+                        prior if name not in host_timed else None)
         if name in host_timed:
             finding = replace(finding, note=_join(finding.note, "host-timed: judged on its own threshold"))
         findings[name] = (finding, threshold)

@@ -38,6 +38,8 @@ class GateConfig:
     # micro-benchmark would otherwise cost seconds, and an interval from 2000 samples is already tight.
     max_bootstrap_samples: int = 2000
     host_timed_threshold: float | None = None
+    # Moderate each benchmark's between-process variance towards the family's (perfmamba.gate.processes).
+    moderate: bool = True
 
     def __post_init__(self) -> None:
         check_threshold(self.default_threshold, "default_threshold")

@@ -3,12 +3,8 @@ scale: timings are positive and their changes multiplicative, so "NEW is worse t
 1 + t" is a shift of log(NEW) beyond log(1 + t).
 
 Two units of evidence:
-- **processes** (`process_test`): each side ran in several processes; the unit is the process, summarised by
-  the median of its rounds. Rounds inside one process share its clocks, memory placement and launch path, so
-  they are not independent draws of what a new process would measure: a shift between two processes would
-  look "significant" to any test over rounds once there are enough of them. Welch's t on the per-process log
-  medians carries the spread between processes into the verdict.
-- **rounds** (`ratio_of_medians`, `bootstrap_ratio_ci`, `threshold_test`): one process per side; the spread
+- **processes** (`processes.process_test`): each side ran in several processes; the unit is the process.
+- **rounds** (here: `ratio_of_medians`, `bootstrap_ratio_ci`, `threshold_test`): one process per side; the spread
   between processes is unknown and the verdict says so. A percentile bootstrap of the ratio of medians for the
   interval, and an exact Mann-Whitney test against the threshold for small samples.
 
@@ -20,7 +16,6 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -228,126 +223,3 @@ def holm_adjust(pvalues: Sequence[float]) -> list[float]:
     out = np.empty(k)
     out[order] = adjusted_sorted
     return out.tolist()
-
-
-# Process-level test ---------------------------------------------------------------------------------------
-def _beta_continued_fraction(a: float, b: float, x: float) -> float:
-    """The continued fraction of the regularized incomplete beta function (modified Lentz)."""
-    tiny, eps = 1e-300, 3e-16
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        m2 = 2 * m
-        for num in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < eps:
-            break
-    return h
-
-
-def regularized_beta(x: float, a: float, b: float) -> float:
-    """I_x(a, b), the regularized incomplete beta function."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    # The continued fraction converges fast only on one side of the mean; use the symmetry beyond it.
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _beta_continued_fraction(a, b, x) / a
-    return 1.0 - front * _beta_continued_fraction(b, a, 1.0 - x) / b
-
-
-def student_t_sf(t: float, df: float) -> float:
-    """P(T > t) for Student's t with `df` degrees of freedom (df > 0, not necessarily an integer)."""
-    if df <= 0:
-        raise ValueError(f"df must be > 0, got {df}")
-    if math.isinf(t):
-        return 0.0 if t > 0 else 1.0
-    tail = 0.5 * regularized_beta(df / (df + t * t), df / 2.0, 0.5)
-    return tail if t > 0 else 1.0 - tail
-
-
-def student_t_quantile(p: float, df: float) -> float:
-    """The t with P(T <= t) = p (bisection on `student_t_sf`: exact to ~1e-10, and needed once per row)."""
-    if not 0 < p < 1:
-        raise ValueError(f"p must be in (0, 1), got {p}")
-    lo, hi = -1.0, 1.0
-    while student_t_sf(lo, df) < 1 - p:
-        lo *= 2
-    while student_t_sf(hi, df) > 1 - p:
-        hi *= 2
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if student_t_sf(mid, df) > 1 - p:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-10 * max(1.0, abs(mid)):
-            break
-    return 0.5 * (lo + hi)
-
-
-@dataclass(frozen=True)
-class ProcessTest:
-    """The process-level comparison of one benchmark. `ratio`: exp(mean log NEW median - mean log BASE median)
-    over the processes; `ci` its two-sided interval; `p_worse` / `p_better` one-sided p-values that NEW is worse /
-    better by more than the threshold; `spread`: the standard deviation of one process's log median (relative
-    spread between processes), pooled over both sides."""
-
-    ratio: float
-    ci: tuple[float, float]
-    p_worse: float
-    p_better: float
-    df: float
-    spread: float
-    n_base: int
-    n_new: int
-
-
-def process_test(
-    base_groups: Sequence[Sequence[float]], new_groups: Sequence[Sequence[float]], threshold: float, *,
-    higher_is_better: bool = False, confidence: float = 0.99,
-) -> ProcessTest | None:
-    """Welch's t-test on the log of each process's median, against the practical margin log(1 + threshold).
-    One process on one side borrows the other side's between-process variance (df from that side alone). None
-    when both sides have a single process: the spread between processes is then unknown."""
-    if threshold < 0:
-        raise ValueError(f"threshold must be >= 0, got {threshold}")
-    a = np.log([float(np.median(as_samples(g, "BASE process"))) for g in base_groups])
-    b = np.log([float(np.median(as_samples(g, "NEW process"))) for g in new_groups])
-    n, m = a.size, b.size
-    if n < 1 or m < 1:
-        raise ValueError(f"need at least one process a side, got {n} and {m}")
-    if n == 1 and m == 1:
-        return None
-    va = float(np.var(a, ddof=1)) if n > 1 else None
-    vb = float(np.var(b, ddof=1)) if m > 1 else None
-    if va is not None and vb is not None:
-        ea, eb = va / n, vb / m
-        se2 = ea + eb
-        df = se2 * se2 / (ea * ea / (n - 1) + eb * eb / (m - 1)) if se2 > 0 else float(n + m - 2)
-        spread = math.sqrt(((n - 1) * va + (m - 1) * vb) / (n + m - 2))
-    else:
-        v, df = (va, n - 1) if va is not None else (vb, m - 1)
-        se2 = v * (1 / n + 1 / m)
-        spread = math.sqrt(v)
-    d = float(b.mean() - a.mean())
-    se = math.sqrt(se2)
-    sign = -1.0 if higher_is_better else 1.0  # on this scale, larger is worse
-    delta = math.log1p(threshold)
-    if se == 0.0:
-        p_worse = 0.0 if sign * d > delta else 1.0
-        p_better = 0.0 if -sign * d > delta else 1.0
-        return ProcessTest(math.exp(d), (math.exp(d), math.exp(d)), p_worse, p_better, df, 0.0, n, m)
-    p_worse = student_t_sf((sign * d - delta) / se, df)
-    p_better = student_t_sf((-sign * d - delta) / se, df)
-    q = student_t_quantile(1 - (1 - confidence) / 2, df)
-    return ProcessTest(math.exp(d), (math.exp(d - q * se), math.exp(d + q * se)), p_worse, p_better, df, spread, n,
-                       m)

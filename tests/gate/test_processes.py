@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from perfmamba.gate import GateConfig, Measurement, compare, judge, load_side
+from perfmamba.gate.processes import process_test
 from perfmamba.gate.runs import merge_runs, split_specs
-from perfmamba.gate.stats import process_test
 from perfmamba.results import ResultsFileError, write_json
 
 ROUNDS, WITHIN = 30, 0.003
@@ -131,3 +131,40 @@ def test_clocks_must_match_and_host_timed_samples_get_their_own_threshold():
     row = compare({"t": eager}, {"t": slower}, GateConfig(host_timed_threshold=0.25)).rows[0]
     assert row.verdict == "regressed" and row.threshold == 0.25 and "own threshold" in row.note
     assert json.loads(compare({"t": eager}, {"t": slower}).to_json())["rows"][0]["clock"] == "cuda_event"
+
+
+def _family(rng, count, spread, shifted=None, factor=1.0, spreads=None):
+    base, new = {}, {}
+    for i in range(count):
+        s = spreads[i] if spreads is not None else spread
+        name = f"case{i}"
+        base[name] = _side(_processes(rng, rng.normal(0, s, 3), name=name))[name]
+        f = factor if i == shifted else 1.0
+        new[name] = _side(_processes(rng, rng.normal(0, s, 3), factor=f, name=name))[name]
+    return base, new
+
+
+def test_moderation_gives_three_processes_the_power_the_family_shares():
+    # The H200 study's situation: ~100 benchmarks, 3 processes a side, ~0.8% spread between processes, one kernel
+    # 8% slower. Alone, a t-test with 4 df cannot pass Holm over the family; moderated, it does.
+    rng = np.random.default_rng(1)
+    base, new = _family(rng, 100, 0.008, shifted=0, factor=1.08)
+    plain = compare(base, new, GateConfig(default_threshold=0.01, moderate=False))
+    moderated = compare(base, new, GateConfig(default_threshold=0.01))
+    assert {r.name: r for r in plain.rows}["case0"].verdict == "inconclusive"
+    row = {r.name: r for r in moderated.rows}["case0"]
+    assert row.verdict == "regressed" and "moderated over the benchmarks" in row.note
+    assert [r.name for r in moderated.regressions] == ["case0"]
+
+
+@settings(max_examples=4, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), wide=st.floats(0.002, 0.05))
+def test_moderated_aa_families_alarm_at_most_at_alpha(seed, wide):
+    # Families whose benchmarks spread differently (a tenth of them `wide`, the rest 0.3%), threshold 0, no
+    # correction: each benchmark may alarm on identical code with probability <= alpha / 2.
+    rng = np.random.default_rng(seed)
+    alpha, families, count = 0.05, 20, 30
+    config = GateConfig(default_threshold=0.0, alpha=alpha, correction="none")
+    spreads = [wide if i % 10 == 0 else 0.003 for i in range(count)]
+    flagged = sum(len(compare(*_family(rng, count, 0, spreads=spreads), config).regressions) for _ in range(families))
+    assert flagged < binomial_bound(families * count, alpha / 2)
