@@ -2,7 +2,8 @@
 the shape CI runs it: git trees, separate processes, interleaved on one machine.
 
     python benchmarks/gate_quality.py run --out DIR [--rounds 15] [--grid gpu] [--budget-s 480]
-    python benchmarks/gate_quality.py analyse --out DIR [--processes 3] [--markdown FILE]
+    python benchmarks/gate_quality.py analyse --out DIR[,DIR2] [--processes 3] [--markdown FILE]
+    python benchmarks/gate_quality.py compact --out DIR --to FILE.json.xz
 
 `run` checks out the commit (default HEAD) twice as "base" and "base2" (the A/A pair), and once per variant as a
 real commit whose op does more of the same kernel work: after computing its result, `ops.selective_scan` /
@@ -16,13 +17,15 @@ reaches on a GPU (the fused block and model paths call mamba-ssm's fused kernels
 base against the variant, its other cases taken from base2's processes (the same code), so that every gate run
 judges the whole grid and the Holm family is the gate's. It reports, per comparison, the share of gate runs that
 exit 1 and of case comparisons flagged, with and without Holm's correction, and the slowdown actually injected
-(per case, over all processes). Writes DIR/summary.json and prints markdown.
+(per case, over all processes), and prints markdown. `compact` keeps a study as its per-process medians (all the
+process-level verdicts use), small enough to commit; `analyse` reads either form.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import lzma
 import math
 import statistics
 import subprocess
@@ -36,7 +39,7 @@ if __package__ in (None, ""):  # run as a script from a checkout: import the per
 
 from perfmamba.gate.compare import compare  # noqa: E402
 from perfmamba.gate.config import GateConfig  # noqa: E402
-from perfmamba.gate.readers import load_results  # noqa: E402
+from perfmamba.gate.readers import Measurement, load_results  # noqa: E402
 from perfmamba.gate.run import Launcher, Tree, benchmark_args, gate_config, prepare_tree, tree_env  # noqa: E402
 from perfmamba.gate.runs import merge_runs  # noqa: E402
 from perfmamba.results import atomic_write_text, write_json  # noqa: E402
@@ -140,8 +143,37 @@ def run(args: argparse.Namespace) -> int:
 
 # Analysis -----------------------------------------------------------------------------------------------------
 def _runs(out: Path, meta: dict, label: str) -> list[dict]:
+    """Each finished process of tree `label`, in round order: its results by benchmark (from its result file, or
+    from the per-process medians of a compact study, which is all the process-level verdicts use)."""
     done = sorted((p for p in meta["processes"] if p["tree"] == label and p["results"]), key=lambda p: p["round"])
+    if "medians" in meta:
+        names, units, clocks = meta["names"], meta["units"], meta["clocks"]
+        return [{names[i]: Measurement(name=names[i], unit=units[i], median=v, samples=(v,), clock=clocks[i])
+                 for i, v in enumerate(meta["medians"][p["results"]]) if v is not None} for p in done]
     return [load_results(out / "runs" / p["results"]) for p in done]
+
+
+def compact(out: Path, path: Path) -> None:
+    """The study folder's metadata and every process's median per benchmark, xz-compressed (a few tens of KB):
+    enough to recompute every process-level verdict and injected slowdown."""
+    meta = json.loads((out / "study.json").read_text())
+    runs = {p["results"]: load_results(out / "runs" / p["results"]) for p in meta["processes"] if p["results"]}
+    names = sorted({n for r in runs.values() for n in r})
+    first = {n: next(r[n] for r in runs.values() if n in r) for n in names}
+    meta.update(names=names, units=[first[n].unit for n in names], clocks=[first[n].clock for n in names],
+                medians={f: [statistics.median(r[n].samples) if n in r and r[n].has_samples else None for n in names]
+                         for f, r in runs.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(lzma.compress(json.dumps(meta).encode()))
+
+
+def _load_study(spec: Path) -> tuple[Path, dict]:
+    if spec.suffix == ".xz":
+        return spec.parent, json.loads(lzma.decompress(spec.read_bytes()))
+    if not (spec / "runs").is_dir() and (spec / "runs.tar.xz").is_file():
+        with tarfile.open(spec / "runs.tar.xz") as tar:
+            tar.extractall(spec, filter="data")
+    return spec, json.loads((spec / "study.json").read_text())
 
 
 def _log_mean_ratio(base: list[dict], new: list[dict], name: str) -> float:
@@ -173,11 +205,9 @@ def _rates(runs: list) -> dict:
 
 
 def _study(out: Path, k: int, configs: dict) -> dict:
-    """Counts of one study folder: its own gate runs, formed within it (one machine, one run of the schedule)."""
-    if not (out / "runs").is_dir() and (out / "runs.tar.xz").is_file():
-        with tarfile.open(out / "runs.tar.xz") as tar:
-            tar.extractall(out, filter="data")
-    meta = json.loads((out / "study.json").read_text())
+    """Counts of one study (a folder, or its compact .json.xz): its own gate runs, formed within it (one
+    machine, one run of the schedule)."""
+    out, meta = _load_study(out)
     base, base2 = _runs(out, meta, "base"), _runs(out, meta, "base2")
     result = {"process_seconds": {label: statistics.median(p["seconds"] for p in meta["processes"]
                                                            if p["tree"] == label) for label in meta["trees"]},
@@ -203,7 +233,7 @@ def _study(out: Path, k: int, configs: dict) -> dict:
 
 def analyse(args: argparse.Namespace) -> int:
     dirs = [Path(d) for d in str(args.out).split(",")]
-    grid = json.loads((dirs[0] / "study.json").read_text())["grid"]
+    grid = _load_study(dirs[0])[1]["grid"]
     device_class = args.device_class or ("cpu" if grid == "quick" else "h200")
     config = gate_config(argparse.Namespace(threshold=None, thresholds_file=None), device_class)
     configs = {"holm": config, "none": GateConfig(**{**config.__dict__, "correction": "none"})}
@@ -232,7 +262,8 @@ def analyse(args: argparse.Namespace) -> int:
                 table += [f"- `{n.split('[')[-1].rstrip(']')}`: {v:+.2%}, flagged in "
                           f"{entry['flagged_per_case'][n]}" for n, v in sorted(entry["injected"].items())]
     text = "\n".join(table) + "\n"
-    write_json(dirs[0] / "summary.json", summary, kind="gate_quality")
+    if args.summary:
+        write_json(args.summary, summary, kind="gate_quality")
     if args.markdown:
         atomic_write_text(args.markdown, text)
     print(text)
@@ -256,7 +287,14 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--processes", type=int, default=3, help="processes a side per gate run")
     a.add_argument("--device-class", default=None, help="thresholds.toml section (default: h200, cpu for quick)")
     a.add_argument("--markdown", type=Path, default=None)
+    a.add_argument("--summary", type=Path, default=None, help="write the counts as JSON here")
+    c = sub.add_parser("compact", help="a study folder's per-process medians as one small .json.xz")
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--to", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.command == "compact":
+        compact(args.out, args.to)
+        return 0
     if args.command == "run":
         args.variants = [v for v in args.variants.split(",") if v]
         unknown = [v for v in args.variants if v not in VARIANTS]

@@ -231,10 +231,10 @@ def _by_processes(base: Measurement, new: Measurement, threshold: float, config:
 
 
 def family_prior(base: Mapping[str, Measurement], new: Mapping[str, Measurement], names: Iterable[str]
-                 ) -> tuple[float, float] | None:
-    """The moderation prior (`processes.moderation_prior`) over the timings of `names` that ran in several
-    processes: how much one process's median varies between processes, across the run's benchmarks."""
-    variances, dfs = [], []
+                 ) -> dict[str, tuple[float, float]]:
+    """Each timing's moderation prior (d0, s0^2) (`processes.moderation_prior`), fitted over the timings of
+    `names` that ran in several processes, s0^2 a trend in the log of their time; {} where none can be fitted."""
+    variances, dfs, trend, fitted = [], [], [], []
     for name in names:
         b, n = base[name], new[name]
         if not _noise_unknown_kind(n) or b.processes + n.processes < 3:
@@ -244,7 +244,13 @@ def family_prior(base: Mapping[str, Measurement], new: Mapping[str, Measurement]
         var, df = processes.pooled_variance(a, c)
         variances.append(var)
         dfs.append(df)
-    return processes.moderation_prior(variances, dfs)
+        trend.append(float(np.mean(a)))
+        fitted.append(name)
+    prior = processes.moderation_prior(variances, dfs, trend)
+    if prior is None:
+        return {}
+    d0, s0 = prior
+    return {name: (d0, float(v)) for name, v in zip(fitted, s0)}
 
 
 def judge(base: Measurement, new: Measurement, threshold: float, config: GateConfig, family: int = 1,
@@ -352,7 +358,7 @@ def compare(
     judged = [name for name in comparable if name not in host_timed or config.host_timed_threshold is not None]
     # The tested benchmarks are at most those with raw samples on both sides: the Holm family.
     family = sum(base[k].has_samples and new[k].has_samples for k in judged) if config.correction == "holm" else 1
-    prior = family_prior(base, new, [k for k in judged if k not in host_timed]) if config.moderate else None
+    priors = family_prior(base, new, [k for k in judged if k not in host_timed]) if config.moderate else {}
     findings: dict[str, tuple[Finding, float]] = {}
     for name in comparable:
         if name not in judged:
@@ -361,8 +367,7 @@ def compare(
                                       "not judged without a host_timed threshold"), config.threshold_for(name))
             continue
         threshold = config.host_timed_threshold if name in host_timed else config.threshold_for(name)
-        finding = judge(base[name], new[name], threshold, config, max(1, family),
-                        prior if name not in host_timed else None)
+        finding = judge(base[name], new[name], threshold, config, max(1, family), priors.get(name))
         if name in host_timed:
             finding = replace(finding, note=_join(finding.note, "host-timed: judged on its own threshold"))
         findings[name] = (finding, threshold)

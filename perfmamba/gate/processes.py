@@ -12,9 +12,9 @@ each benchmark's variance towards the family's, as limma does for a few replicat
 
     s~^2 = (d0 s0^2 + d s^2) / (d0 + d),   t = (log ratio - log(1 + threshold)) / (s~ sqrt(1/n + 1/m)),   df = d0 + d
 
-with the prior (d0, s0^2) fitted to the benchmarks' variances (`moderation_prior`). Where the variances agree, d0
-is large and each benchmark borrows the family's degrees of freedom; where they differ widely, d0 falls towards
-0 and each stands on its own.
+with the prior (d0, s0^2) fitted to the benchmarks' variances (`moderation_prior`), s0^2 a trend in the log of
+each benchmark's time. Where the variances follow the trend, d0 is large and each benchmark borrows the family's
+degrees of freedom; where they scatter widely, d0 falls towards 0 and each stands on its own.
 """
 
 from __future__ import annotations
@@ -127,21 +127,27 @@ def _trigamma_inverse(y: float) -> float:
     return x
 
 
-def moderation_prior(variances: Sequence[float], dfs: Sequence[float]) -> tuple[float, float] | None:
-    """(d0, s0^2) of a scaled inverse chi-square prior fitted to sample variances with their degrees of freedom,
-    by moments of log s^2 (Smyth 2004, section 6.2). None with fewer than 3 usable variances (> 0, df > 0)."""
-    pairs = [(v, d) for v, d in zip(variances, dfs) if v > 0 and d > 0]
-    if len(pairs) < 3:
+def moderation_prior(variances: Sequence[float], dfs: Sequence[float], trend: Sequence[float] | None = None
+                     ) -> tuple[float, np.ndarray] | None:
+    """(d0, s0^2 per variance) of a scaled inverse chi-square prior fitted to sample variances with their degrees
+    of freedom, by moments of log s^2 (Smyth 2004, section 6.2). With `trend` (a covariate per variance, such as
+    the log of the benchmark's time: a 10 us op spreads more between processes than a 30 ms forward), log s0^2 is
+    a straight line in it (limma's "trend"), so that quiet and noisy kinds of benchmark each get their own prior.
+    Variances <= 0 or with df <= 0 are left out of the fit, and get s0^2 from it all the same. None with fewer
+    than 3 usable variances."""
+    v, d = np.asarray(variances, dtype=float), np.asarray(dfs, dtype=float)
+    x = np.zeros_like(v) if trend is None else np.asarray(trend, dtype=float)
+    use = (v > 0) & (d > 0)
+    if use.sum() < 3:
         return None
-    v = np.array([p[0] for p in pairs])
-    d = np.array([p[1] for p in pairs])
-    e = np.log(v) - np.array([_polygamma(0, x / 2) - math.log(x / 2) for x in d])
-    mean = float(e.mean())
-    excess = float(np.var(e, ddof=1)) - float(np.mean([_polygamma(1, x / 2) for x in d]))
-    if excess <= 0:  # the variances agree as well as their own sampling allows
-        return MAX_PRIOR_DF, math.exp(mean)
-    d0 = min(MAX_PRIOR_DF, 2 * _trigamma_inverse(excess))
-    return d0, math.exp(mean + _polygamma(0, d0 / 2) - math.log(d0 / 2))
+    e = np.log(v[use]) - np.array([_polygamma(0, k / 2) - math.log(k / 2) for k in d[use]])
+    degree = 1 if trend is not None and use.sum() >= 6 and np.ptp(x[use]) > 0 else 0
+    coef = np.polyfit(x[use], e, degree)
+    residual = e - np.polyval(coef, x[use])
+    excess = float(np.sum(residual**2) / (use.sum() - degree - 1)) - float(
+        np.mean([_polygamma(1, k / 2) for k in d[use]]))
+    d0 = MAX_PRIOR_DF if excess <= 0 else min(MAX_PRIOR_DF, 2 * _trigamma_inverse(excess))
+    return d0, np.exp(np.polyval(coef, x) + _polygamma(0, d0 / 2) - math.log(d0 / 2))
 
 
 # The test -----------------------------------------------------------------------------------------------------

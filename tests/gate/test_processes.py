@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from perfmamba.gate import GateConfig, Measurement, compare, judge, load_side
-from perfmamba.gate.processes import process_test
+from perfmamba.gate.processes import moderation_prior, process_test
 from perfmamba.gate.runs import merge_runs, split_specs
 from perfmamba.results import ResultsFileError, write_json
 
@@ -168,3 +168,17 @@ def test_moderated_aa_families_alarm_at_most_at_alpha(seed, wide):
     spreads = [wide if i % 10 == 0 else 0.003 for i in range(count)]
     flagged = sum(len(compare(*_family(rng, count, 0, spreads=spreads), config).regressions) for _ in range(families))
     assert flagged < binomial_bound(families * count, alpha / 2)
+
+
+def test_the_prior_follows_the_trend_in_time_so_quiet_benchmarks_get_a_quiet_prior():
+    # Fast ops spread ~3% between processes, slow forwards ~0.3% (as on the H200): one flat prior would
+    # give the forwards a prior 100x too wide in variance; the trend in log time separates them.
+    rng = np.random.default_rng(5)
+    times = np.r_[np.full(20, math.log(2e-5)), np.full(20, math.log(3e-2))]
+    spread = np.where(times < -8, 0.03, 0.003)
+    variances = spread**2 * rng.chisquare(4, 40) / 4
+    d0, s0 = moderation_prior(variances, [4] * 40, times)
+    assert d0 > 10
+    assert np.sqrt(s0[0]) == pytest.approx(0.03, rel=0.3) and np.sqrt(s0[-1]) == pytest.approx(0.003, rel=0.3)
+    flat_d0, flat_s0 = moderation_prior(variances, [4] * 40)
+    assert flat_d0 < 2 and np.ptp(flat_s0) == 0
