@@ -1,21 +1,12 @@
 """perfmamba.timing: samples and their statistics, CPU timing, and on a GPU the CUDA-graph timer (device time,
 the L2 state, the eager fallback for calls that cannot be captured)."""
 
-import time
 
 import pytest
 import torch
+from sleepers import sleeper
 
 from perfmamba.timing import GraphTimer, RoundTimer, Samples, make_timer, time_fn, time_interleaved
-
-
-def sleeper(seconds, log=None, name=None):
-    def fn():
-        if log is not None:
-            log.append(name)
-        time.sleep(seconds)
-
-    return fn
 
 
 def test_time_fn_drops_warmup_and_measures_each_call():

@@ -5,19 +5,11 @@ import time
 
 import pytest
 import torch
+from sleepers import sleeper
 
 from perfmamba.bench.cases import Case
 from perfmamba.bench.harness import Recorder, measure, worker_gpu_index
 from perfmamba.timing import Samples
-
-
-def sleeper(seconds, log=None, name=None):
-    def fn():
-        if log is not None:
-            log.append(name)
-        time.sleep(seconds)
-
-    return fn
 
 
 class FakeBenchmark:

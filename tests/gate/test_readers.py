@@ -303,3 +303,13 @@ def test_nan_in_samples_is_rejected_but_nan_results_are_skipped(tmp_path):
         load_results(path)
     asv = _write_asv(tmp_path / "results", "m1", "abcd", {"b.time_x": [[math.nan], [], "v", 0, 0.1]})
     assert load_results(asv) == {}
+
+
+def test_asv_runs_of_one_commit_are_processes_of_one_side(tmp_path):
+    # Three asv runs per commit (e.g. three CI jobs, each its own results folder): each run is a process.
+    base = [_write_asv(tmp_path / f"base{i}", "m1", "aaaa1111", _asv_results(1 + i / 1000)) for i in range(3)]
+    new = [_write_asv(tmp_path / f"new{i}", "m1", "bbbb2222", _asv_results(1.3 + i / 1000)) for i in range(3)]
+    c = compare_files(",".join(map(str, base)), ",".join(map(str, new)), threshold=0.05)
+    row = {r.name: r for r in c.rows}["bench_x.Suite.time_sleep(2, 'a')"]
+    assert (row.processes_base, row.processes_new, row.method) == (3, 3, "processes")
+    assert row.verdict == "regressed" and row.ratio == pytest.approx(1.3, rel=0.01)
