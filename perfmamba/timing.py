@@ -309,10 +309,6 @@ class GraphTimer:
         self.prepare()
         self()
 
-    def release(self) -> None:
-        """Free the graphs' memory pools now (a pool holds every intermediate of the captured calls)."""
-        self._graph = self._flush_graph = None
-
 
 def _replay_seconds(graph: torch.cuda.CUDAGraph, device: torch.device, times: int) -> float:
     graph.replay()  # the first replay uploads the graph
