@@ -218,8 +218,7 @@ def _by_processes(base: Measurement, new: Measurement, threshold: float, config:
     """The process-level finding, where a side has several processes; None where neither has."""
     if base.processes < 2 and new.processes < 2:
         return None
-    groups = [m.groups or ((m.samples if m.has_samples else (m.median,)),) for m in (base, new)]
-    test = processes.process_test(groups[0], groups[1], threshold, higher_is_better=hib,
+    test = processes.process_test(base.process_samples, new.process_samples, threshold, higher_is_better=hib,
                                   confidence=1 - config.alpha, prior=prior)
     if test is None:
         return None
@@ -239,8 +238,8 @@ def family_prior(base: Mapping[str, Measurement], new: Mapping[str, Measurement]
         b, n = base[name], new[name]
         if not _noise_unknown_kind(n) or b.processes + n.processes < 3:
             continue
-        a = processes.log_process_medians(b.groups or (b.samples,), name)
-        c = processes.log_process_medians(n.groups or (n.samples,), name)
+        a = processes.log_process_medians(b.process_samples, name)
+        c = processes.log_process_medians(n.process_samples, name)
         var, df = processes.pooled_variance(a, c)
         variances.append(var)
         dfs.append(df)

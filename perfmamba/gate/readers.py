@@ -106,6 +106,13 @@ class Measurement:
         return len(self.groups) if self.groups else 1
 
     @property
+    def process_samples(self) -> tuple[tuple[float, ...], ...]:
+        """The samples of each process: `groups`, or this one run's samples (its median where it kept none)."""
+        if self.groups:
+            return self.groups
+        return (self.samples if self.has_samples else (self.median,),)
+
+    @property
     def host_timed(self) -> bool:
         return self.clock == "cuda_event"
 

@@ -70,7 +70,7 @@ def merge_runs(runs: Sequence[Mapping[str, Measurement]], labels: Sequence[str] 
                     raise ResultsFileError(
                         f"{name}: {what} {getattr(first, what)!r} in {first_label} but {getattr(m, what)!r} in "
                         f"{label}; the runs of one side must measure alike")
-        groups = tuple(m.samples if m.has_samples else (m.median,) for _, m in found)
+        groups = tuple(g for _, m in found for g in m.process_samples)
         medians = [statistics.median(g) for g in groups]
         pooled = tuple(v for g in groups for v in g)
         out[name] = Measurement(
