@@ -9,7 +9,8 @@ the shape CI runs it: git trees, separate processes, interleaved on one machine.
 real commit whose op does more of the same kernel work: after computing its result, `ops.selective_scan` /
 `ops.ssd_scan` runs the same kernel again over the first 2% or 5% of the time steps, for every (batch, channel):
 one more launch whose grid covers the whole GPU like the first, so its cost follows the extra work (plus one
-launch). Then it runs round after round; each round runs every tree once, in an order that rotates. base and
+launch). Then it runs round after round, as `perfmamba gate` does: each round runs every tree once, in an order
+that reverses every other round. base and
 base2 run the whole grid; a variant runs the op-level prefill cases of its Mamba version, the only cases its change
 reaches on a GPU (the fused block and model paths call mamba-ssm's fused kernels, not the op).
 
@@ -28,10 +29,8 @@ import json
 import lzma
 import math
 import statistics
-import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script from a checkout: import the perfmamba beside it
@@ -40,7 +39,16 @@ if __package__ in (None, ""):  # run as a script from a checkout: import the per
 from perfmamba.gate.compare import compare  # noqa: E402
 from perfmamba.gate.config import GateConfig  # noqa: E402
 from perfmamba.gate.readers import Measurement, load_results  # noqa: E402
-from perfmamba.gate.run import Launcher, Tree, benchmark_args, gate_config, prepare_tree, tree_env  # noqa: E402
+from perfmamba.gate.run import (  # noqa: E402
+    Launcher,
+    Tree,
+    benchmark_args,
+    gate_config,
+    git,
+    prepare_tree,
+    remove_tree,
+    run_interleaved,
+)
 from perfmamba.gate.runs import merge_runs  # noqa: E402
 from perfmamba.results import atomic_write_text, write_json  # noqa: E402
 
@@ -75,10 +83,6 @@ def {op}(*args, backend="auto", **kwargs):
 '''
 
 
-def _git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
-
-
 def make_variant(base: Tree, name: str, workdir: Path, repo: Path) -> Tree:
     """A worktree of base's commit with the variant's change committed on top (a real commit, as a PR has)."""
     file, op, percent, _ = VARIANTS[name]
@@ -86,58 +90,40 @@ def make_variant(base: Tree, name: str, workdir: Path, repo: Path) -> Tree:
     tree = prepare_tree(label, base.commit, repo, workdir)
     path = tree.path / file
     path.write_text(path.read_text() + _PATCH.format(op=op, percent=percent, axis=-1 if op == "selective_scan" else 1))
-    _git(tree.path, "-c", "user.name=gate-quality", "-c", "user.email=gate-quality@localhost", "commit", "-qam",
+    git(tree.path, "-c", "user.name=gate-quality", "-c", "user.email=gate-quality@localhost", "commit", "-qam",
          f"{op}: {percent}% more of the same kernel work (gate-quality variant)")
-    return Tree(label, tree.path, _git(tree.path, "rev-parse", "HEAD"), worktree=True)
+    return Tree(label, tree.path, git(tree.path, "rev-parse", "HEAD"), worktree=True)
 
 
 def run(args: argparse.Namespace) -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    repo = Path(_git(Path.cwd(), "rev-parse", "--show-toplevel"))
+    repo = Path(git(Path.cwd(), "rev-parse", "--show-toplevel"))
     base = prepare_tree("base", args.commit, repo, out / "trees")
     trees = {"base": (base, None), "base2": (prepare_tree("base2", args.commit, repo, out / "trees"), None)}
     for name in args.variants:
         tree = make_variant(base, name, out / "trees", repo)
         trees[tree.label] = (tree, VARIANTS[name][3])
-    (out / "runs").mkdir(exist_ok=True)
-    (out / "logs").mkdir(exist_ok=True)
-    meta = {"commit": base.commit, "grid": args.grid, "launch": args.launch,
+    selects = {tree.label: select for tree, select in trees.values()}
+    with Launcher(launch=args.launch) as launcher:
+        schedule = run_interleaved(
+            [tree for tree, _ in trees.values()], args.rounds,
+            lambda tree, path: benchmark_args(path, grid=args.grid, select=selects[tree.label], markers="not slow",
+                                              extra=("--durations=12",)),
+            out, launcher, budget_s=args.budget_s)
+        servers = launcher.imports
+    meta = {"commit": base.commit, "grid": args.grid, "launch": args.launch, "servers": servers,
             "trees": {label: {"commit": t.commit, "select": sel} for label, (t, sel) in trees.items()},
             "variants": {n: {"op": VARIANTS[n][1], "percent": VARIANTS[n][2]} for n in args.variants},
-            "processes": []}
-    labels = list(trees)
-    start = time.monotonic()
-    with Launcher(launch=args.launch) as launcher:
-        launcher.start([tree for tree, _ in trees.values()])
-        for r in range(args.rounds):
-            for label in labels[r % len(labels):] + labels[:r % len(labels)]:
-                if time.monotonic() - start > args.budget_s:
-                    break
-                tree, select = trees[label]
-                stem = f"{label}-{r + 1}"
-                result = out / "runs" / f"{stem}.json"
-                argv = benchmark_args(result, grid=args.grid, select=select, markers="not slow",
-                                      extra=("--durations=12",))
-                t0 = time.monotonic()
-                rc = launcher.run(tree, argv, out / "logs" / f"{stem}.log")
-                meta["processes"].append({"tree": label, "round": r + 1, "rc": rc, "seconds": time.monotonic() - t0,
-                                          "results": result.name if result.is_file() else None})
-                print(f"round {r + 1}: {stem} exit {rc} in {time.monotonic() - t0:.1f} s "
-                      f"({time.monotonic() - start:.0f} s in all)", flush=True)
-            write_json(out / "study.json", meta, kind="gate_quality_run")
-            if time.monotonic() - start > args.budget_s:
-                print(f"budget of {args.budget_s:.0f} s spent in round {r + 1}", flush=True)
-                break
-        meta["servers"] = launcher.imports
+            "processes": [{"tree": r.tree, "round": r.index, "rc": r.rc, "seconds": r.seconds,
+                           "results": Path(r.results).name if r.results else None} for r in schedule.records]}
     write_json(out / "study.json", meta, kind="gate_quality_run")
     with tarfile.open(out / "runs.tar.xz", "w:xz") as tar:
         for sub in ("runs", "logs"):
             tar.add(out / sub, arcname=sub)
     for tree, _ in trees.values():
-        subprocess.run(["git", "worktree", "remove", "--force", str(tree.path)], cwd=repo, capture_output=True)
-    print(f"wrote {out / 'study.json'} and {out / 'runs.tar.xz'}; env TRITON_CACHE_AUTOTUNING="
-          f"{tree_env(base).get('TRITON_CACHE_AUTOTUNING')}")
+        remove_tree(tree, repo)
+    print(f"wrote {out / 'study.json'} and {out / 'runs.tar.xz'}")
     return 0
 
 

@@ -76,7 +76,7 @@ class Tree:
     worktree: bool  # made here, removed afterwards
 
 
-def _git(repo: Path, *args: str) -> str:
+def git(repo: Path, *args: str) -> str:
     out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
     if out.returncode != 0:
         raise GateError(f"git {' '.join(args)}: {out.stderr.strip().splitlines()[-1] if out.stderr else 'failed'}")
@@ -92,12 +92,12 @@ def prepare_tree(label: str, spec: str, repo: Path, workdir: Path) -> Tree:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True)
         return Tree(label, path.resolve(), commit.stdout.strip() or None, worktree=False)
     try:
-        commit = _git(repo, "rev-parse", "--verify", f"{spec}^{{commit}}")
+        commit = git(repo, "rev-parse", "--verify", f"{spec}^{{commit}}")
     except GateError:
         raise GateError(f"{label} {spec!r} is neither a directory nor a commit of the git repository at {repo}"
                         ) from None
     target = workdir / label
-    _git(repo, "worktree", "add", "--detach", "--force", str(target), commit)
+    git(repo, "worktree", "add", "--detach", "--force", str(target), commit)
     return Tree(label, target.resolve(), commit, worktree=True)
 
 
@@ -223,8 +223,10 @@ def interleaved(labels: Sequence[str], processes: int) -> list[str]:
 
 
 def run_interleaved(trees: Sequence[Tree], processes: int, args_for: Callable[[Tree, Path], list[str]], out: Path,
-                    launcher: Launcher, progress: Callable[[str], None] = print) -> Schedule:
-    """Run `processes` benchmark processes of each tree, interleaved; results in out/runs, logs in out/logs."""
+                    launcher: Launcher, progress: Callable[[str], None] = print,
+                    budget_s: float = float("inf")) -> Schedule:
+    """Run `processes` benchmark processes of each tree, interleaved; results in out/runs, logs in out/logs. No
+    process starts once `budget_s` seconds have passed."""
     (out / "runs").mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     by_label = {t.label: t for t in trees}
@@ -233,6 +235,9 @@ def run_interleaved(trees: Sequence[Tree], processes: int, args_for: Callable[[T
     order = interleaved(list(by_label), processes)
     start = time.monotonic()
     for position, label in enumerate(order):
+        if time.monotonic() - start > budget_s:
+            progress(f"budget of {budget_s:.0f} s spent after {position} processes")
+            break
         tree = by_label[label]
         count[label] += 1
         stem = f"{label}-{count[label]}"
@@ -315,7 +320,7 @@ def gate(options: GateOptions, progress: Callable[[str], None] = print) -> tuple
     out = options.out
     prepare_out(out, options.force)
     config = gate_config(options)
-    repo = Path(_git(Path.cwd(), "rev-parse", "--show-toplevel")) if not all(
+    repo = Path(git(Path.cwd(), "rev-parse", "--show-toplevel")) if not all(
         Path(s).is_dir() for s in (options.base, options.pr)) else Path.cwd()
     trees = [prepare_tree("base", options.base, repo, out / "trees"),
              prepare_tree("pr", options.pr, repo, out / "trees")]
