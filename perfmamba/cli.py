@@ -207,7 +207,9 @@ def _add_gate(sub: argparse._SubParsersAction) -> None:
                                     "a regression")
     p.add_argument("base", help="a git ref of this repository (checked out as a worktree) or a checkout directory")
     p.add_argument("pr", help="the same kinds as BASE")
-    p.add_argument("--processes", type=int, default=3, help="benchmark processes per tree (default 3)")
+    p.add_argument("--processes", type=int, default=None,
+                   help="benchmark processes per tree (default: thresholds.toml's [<device class>.gate] processes: "
+                        "6 on an H100/H200, 3 on a CPU)")
     p.add_argument("--grid", default=None, help="benchmark grid: quick, gpu or full (default: gpu with CUDA, else "
                                                 "quick)")
     p.add_argument("--select", "-k", default=None, metavar="EXPR", help="pytest -k expression over the cases")

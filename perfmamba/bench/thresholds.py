@@ -38,6 +38,7 @@ GATE_KEYS = {
     "default": "relative change tolerated where no pattern matches (0.01 = 1%)",
     "host_timed": "relative change tolerated for host-timed GPU samples (absent: not judged)",
     "patterns": "table of {benchmark-name glob: relative change}; the first match wins",
+    "processes": "benchmark processes per side when `perfmamba gate --processes` is not given (default 3)",
 }
 DEFAULT_GATE_THRESHOLD = 0.02
 
@@ -101,6 +102,7 @@ class GateThresholds:
     default: float = DEFAULT_GATE_THRESHOLD
     host_timed: float | None = None
     patterns: tuple[tuple[str, float], ...] = ()
+    processes: int = 3  # per side, when `perfmamba gate --processes` is not given
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,12 @@ def _relative(value: Any, where: str) -> float:
     return v
 
 
+def _count(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ThresholdsError(f"{where}: expected an integer >= 1, got {value!r}")
+    return value
+
+
 def _gate(table: Any, where: str) -> GateThresholds:
     if not isinstance(table, dict):
         raise ThresholdsError(f"{where}: expected a table, got {table!r}")
@@ -186,6 +194,7 @@ def _gate(table: Any, where: str) -> GateThresholds:
         default=_relative(table.get("default", DEFAULT_GATE_THRESHOLD), f"{where} default"),
         host_timed=_relative(table["host_timed"], f"{where} host_timed") if "host_timed" in table else None,
         patterns=tuple((str(k), _relative(v, f"{where}.patterns {k!r}")) for k, v in patterns.items()),
+        processes=_count(table.get("processes", 3), f"{where} processes"),
     )
 
 

@@ -230,10 +230,10 @@ def run_interleaved(trees: Sequence[Tree], processes: int, args_for: Callable[[T
     (out / "runs").mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     by_label = {t.label: t for t in trees}
+    start = time.monotonic()  # the budget includes the fork servers' start (their kernel imports)
     launcher.start(trees)
     schedule, count = Schedule(), dict.fromkeys(by_label, 0)
     order = interleaved(list(by_label), processes)
-    start = time.monotonic()
     for position, label in enumerate(order):
         if time.monotonic() - start > budget_s:
             progress(f"budget of {budget_s:.0f} s spent after {position} processes")
@@ -272,12 +272,13 @@ def prepare_out(out: Path, force: bool) -> None:
 @dataclass(frozen=True)
 class GateOptions:
     """What `perfmamba gate` runs. `processes`: per tree (>= 1; with 1 the spread between processes is unknown
-    and the report says so). `grid` / `select` / `markers`: the benchmark grid, pytest -k and -m."""
+    and the report says so; None: the device class's `processes` in thresholds.toml, 6 on the H200, 3 on a CPU).
+    `grid` / `select` / `markers`: the benchmark grid, pytest -k and -m."""
 
     base: str
     pr: str
     out: Path
-    processes: int = 3
+    processes: int | None = None
     grid: str | None = None
     select: str | None = None
     markers: str | None = "not slow"
@@ -289,7 +290,8 @@ class GateOptions:
     keep_trees: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.processes, bool) or not isinstance(self.processes, int) or self.processes < 1:
+        if self.processes is not None and (isinstance(self.processes, bool) or not isinstance(self.processes, int)
+                                           or self.processes < 1):
             raise ValueError(f"processes must be an integer >= 1, got {self.processes!r}")
         if self.launch not in LAUNCHES:
             raise ValueError(f"launch must be one of {LAUNCHES}, got {self.launch!r}")
@@ -312,6 +314,7 @@ def gate_config(options: GateOptions, device_class_name: str | None = None):
 def gate(options: GateOptions, progress: Callable[[str], None] = print) -> tuple[int, dict]:
     """Run the gate end to end; returns (exit code: 0 no regression, 1 regression or the PR failing its
     thresholds, and the summary written to OUT/gate.json). Raises GateError for what it cannot do."""
+    from perfmamba.bench.thresholds import load_thresholds
     from perfmamba.gate.compare import RESULT_KIND, compare
     from perfmamba.gate.report import to_markdown, to_text
     from perfmamba.gate.runs import load_side
@@ -320,17 +323,18 @@ def gate(options: GateOptions, progress: Callable[[str], None] = print) -> tuple
     out = options.out
     prepare_out(out, options.force)
     config = gate_config(options)
+    processes = options.processes or load_thresholds().gate.processes
     repo = Path(git(Path.cwd(), "rev-parse", "--show-toplevel")) if not all(
         Path(s).is_dir() for s in (options.base, options.pr)) else Path.cwd()
     trees = [prepare_tree("base", options.base, repo, out / "trees"),
              prepare_tree("pr", options.pr, repo, out / "trees")]
     start = time.monotonic()
     try:
-        progress(f"perfmamba gate: {options.processes} processes a side, interleaved; base {trees[0].commit or ''} "
+        progress(f"perfmamba gate: {processes} processes a side, interleaved; base {trees[0].commit or ''} "
                  f"({trees[0].path}), pr {trees[1].commit or ''} ({trees[1].path})")
         with Launcher(options.python, options.launch) as launcher:
             schedule = run_interleaved(
-                trees, options.processes,
+                trees, processes,
                 lambda tree, path: benchmark_args(path, grid=options.grid, select=options.select,
                                                   markers=options.markers),
                 out, launcher, progress)
@@ -361,7 +365,7 @@ def gate(options: GateOptions, progress: Callable[[str], None] = print) -> tuple
     markdown = to_markdown(comparison)
     if pr_failed:
         markdown = (f"**The PR's benchmarks failed their thresholds (thresholds.toml) in {len(pr_failed)} of "
-                    f"{options.processes} processes**: see {', '.join(r.log for r in pr_failed)}\n\n" + markdown)
+                    f"{processes} processes**: see {', '.join(r.log for r in pr_failed)}\n\n" + markdown)
     atomic_write_text(out / "comparison.md", markdown)
     write_json(out / "gate.json", summary, kind="gate")
     progress(to_text(comparison))

@@ -23,7 +23,7 @@ def test_a_variant_reruns_its_op_over_the_first_percent_of_the_steps(op, axis, s
         return args[0] * 2
 
     namespace = {"Tensor": torch.Tensor, op: unchanged}
-    exec(gq._PATCH.format(op=op, percent=5, axis=axis), namespace)
+    exec(gq.patch_text(op, 5), namespace)
     x, small = torch.randn(shape), torch.randn(4)
     out = namespace[op](x, small, z=torch.randn(shape), return_last_state=True, return_final_states=True)
     assert torch.equal(out, x * 2)  # the op's own result, untouched
@@ -32,6 +32,39 @@ def test_a_variant_reruns_its_op_over_the_first_percent_of_the_steps(op, axis, s
     assert extra_args[0].shape[axis] == 10 and extra_kw["z"].shape[axis] == 10  # 5% of 200 steps
     assert torch.equal(extra_args[1], small)  # not time-varying: passed whole
     assert "return_last_state" not in extra_kw and "return_final_states" not in extra_kw
+
+
+@pytest.mark.parametrize(("op", "shape", "b_shape"), [("selective_scan", (2, 8, 200), (2, 4, 200)),
+                                                      ("ssd_scan", (2, 200, 4, 8), (2, 200, 1, 4))])
+def test_a_calibrated_variant_takes_its_extra_work_from_the_table_by_the_shape_of_B(op, shape, b_shape):
+    calls = []
+
+    def unchanged(*args, backend="auto", **kwargs):
+        calls.append(args)
+        return args[0]
+
+    namespace = {"Tensor": torch.Tensor, op: unchanged}
+    exec(gq.patch_text(op, 5, {str(b_shape): [32, 1]}), namespace)
+    x, B = torch.randn(shape), torch.randn(b_shape)
+    namespace[op](x, torch.randn(shape), torch.randn(4), B, B)
+    axis = -1 if op == "selective_scan" else 1
+    assert calls[1][0].shape[0] == 1 and calls[1][0].shape[axis] == 32 and calls[1][3].shape[axis] == 32
+    other = torch.randn(b_shape[0], 400, *b_shape[2:]) if axis == 1 else torch.randn(2, 4, 400)
+    x2 = torch.randn(2, 400, 4, 8) if axis == 1 else torch.randn(2, 8, 400)
+    namespace[op](x2, x2, torch.randn(4), other, other)  # a shape not in the table: 5% of the steps, every batch
+    assert calls[3][0].shape[0] == 2 and calls[3][0].shape[axis] == 20
+
+
+def test_calibration_picks_the_extra_work_nearest_each_target(tmp_path):
+    out = tmp_path / "calibration.json"
+    assert gq.main(["calibrate", "--grid", "quick", "--to", str(out), "--rounds", "1", "--targets", "5,200"]) == 0
+    payload = json.loads(out.read_text())
+    for entry in payload["measured"]:
+        shares = {(s, b): v for s, b, v in entry["shares"]}
+        for target in ("5.0", "200.0"):
+            chosen = tuple(payload["extra"][target][entry["op"]][entry["key"]])
+            assert abs(shares[chosen] - float(target) / 100) == min(abs(v - float(target) / 100)
+                                                                    for v in shares.values())
 
 
 def test_analysis_of_a_compact_study_counts_gate_runs(tmp_path):
@@ -47,7 +80,10 @@ def test_analysis_of_a_compact_study_counts_gate_runs(tmp_path):
             "medians": medians}
     study = tmp_path / "study.json.xz"
     study.write_bytes(lzma.compress(json.dumps(meta).encode()))
-    assert gq.main(["analyse", "--out", str(study), "--summary", str(tmp_path / "s.json")]) == 0
+    assert gq.main(["analyse", "--out", str(study), "--summary", str(tmp_path / "s.json"),
+                    "--markdown", str(tmp_path / "s.md")]) == 0
+    # Detection by measured slowdown: the 20% case falls in the top bin, flagged in its one gate run.
+    assert "| 9.0% and more | 1 | 1 | 1 (100%) |" in (tmp_path / "s.md").read_text()
     counts = json.loads((tmp_path / "s.json").read_text())["studies"][str(study)]["comparisons"]
     assert counts["A/A"]["holm"]["gate_runs"] == 1 and counts["A/A"]["holm"]["exit_1"] == 0
     assert counts["scan+5%"]["holm"]["exit_1"] == 1

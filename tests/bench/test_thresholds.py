@@ -52,6 +52,12 @@ def test_device_class_override(monkeypatch):
         assert device_class() == "cpu"
 
 
+def test_gate_processes_per_device_class():
+    # 6 a side on the GPUs (what caught every 4-6% op slowdown on the H200), 3 on the CPU (the default).
+    assert [load_thresholds(c).gate.processes for c in ("cpu", "h100", "h200")] == [3, 6, 6]
+    assert parse_thresholds({"cpu": {**BASE, "gate": {"processes": 4}}}, "cpu").gate.processes == 4
+
+
 def test_unknown_device_class_lists_the_known_ones():
     with pytest.raises(ThresholdsError, match=r"no thresholds for device class 'a100'; it has: cpu, h100, h200"):
         load_thresholds("a100")
@@ -71,6 +77,8 @@ def test_unknown_device_class_lists_the_known_ones():
     ({"cpu": {**BASE, "speedup": {"min": 1.1}}}, r"write rules as \[\[cpu.speedup\]\] tables"),
     ({"cpu": {**BASE, "cache": [{"ratio": 0.5, "min": 0.3}, {"ratio": 0.5, "min": 0.4}]}}, "same conditions as"),
     ({"cpu": {**BASE}, "gpu": {"kernel_max_rel_error": 1e-3}}, r"\[gpu\]: missing 'plugin_max_slowdown'"),
+    ({"cpu": {**BASE, "gate": {"processes": 0}}}, r"\[cpu.gate\] processes: expected an integer >= 1, got 0"),
+    ({"cpu": {**BASE, "gate": {"processes": 2.5}}}, r"processes: expected an integer >= 1, got 2\.5"),
 ])
 def test_malformed_thresholds_are_rejected(doc, message):
     # Every section is validated, not just the one in use: a typo must fail on any machine.
