@@ -37,6 +37,12 @@ from perfmamba.gate.runs import load_side, split_specs
 VERDICTS = ("regressed", "improved", "unchanged", "inconclusive", "not assessed")
 METHODS = ("processes", "bootstrap+rank", "separation", "summary", "exact", "none")
 RESULT_KIND = "comparison"
+# Exit codes of `Comparison.exit_code`: 1 is kept for "a benchmark regressed" alone, so a CI step can tell a
+# regression from a run that showed nothing (2 is also what the CLI returns for bad input: neither passed).
+EXIT_PASSED, EXIT_REGRESSED, EXIT_NOTHING_JUDGED = 0, 1, 2
+# Stricter than difflib's default 0.6, which offers `op/conv` as the rename of `op/scan` (similarity 0.71); a
+# changed parameter in a longer name (`op/old_name[L4096]` -> `op/new_name[L4096]`, 0.83) still pairs.
+RENAME_SIMILARITY = 0.8
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,8 @@ class Row:
 @dataclass(frozen=True)
 class Comparison:
     """Every row, plus what could not be compared: `missing` (in BASE, not in NEW), `added` (in NEW only),
-    `renamed` (a missing name -> the added name most like it: a hint, not a match), `skipped` ((name, why))."""
+    `renamed` (a missing name -> the added name most like it, each added name used once: a hint, not a match),
+    `skipped` ((name, why))."""
 
     rows: tuple[Row, ...]
     missing: tuple[str, ...]
@@ -106,18 +113,28 @@ class Comparison:
         return out
 
     @property
+    def judged(self) -> list[Row]:
+        """The rows that received a verdict from data ("not assessed" rows did not); none judged means the
+        comparison showed nothing, whatever its counts of missing and added names."""
+        return [r for r in self.rows if r.verdict != "not assessed"]
+
+    @property
     def tested(self) -> int:
         """How many rows the rank test (and so the family correction) covered."""
         return sum(r.p_value is not None for r in self.rows)
 
     def exit_code(self, fail_on_missing: bool = False) -> int:
-        """1 if any benchmark regressed (or, with `fail_on_missing`, any is missing or could not be compared),
-        else 0."""
+        """EXIT_REGRESSED (1) if any benchmark regressed (or, with `fail_on_missing`, some are judged and any is
+        missing or not comparable); EXIT_NOTHING_JUDGED (2) if no row was judged (`judged`): no name in both
+        sides, none comparable, or every one "not assessed"; else EXIT_PASSED (0)."""
         if self.regressions:
-            return 1
+            return EXIT_REGRESSED
+        if not self.judged:
+            # A gate that judged nothing must not pass, and "regressed" would send someone looking for one.
+            return EXIT_NOTHING_JUDGED
         if fail_on_missing and (self.missing or self.skipped):
-            return 1
-        return 0
+            return EXIT_REGRESSED
+        return EXIT_PASSED
 
     def payload(self) -> dict[str, Any]:
         """The comparison as plain JSON-able data (for `perfmamba.results.write_json(path, payload,
@@ -336,11 +353,7 @@ def compare(
     common = [name for name in base if name in new]
     missing = tuple(sorted(n for n in base if n not in new))
     added = tuple(sorted(n for n in new if n not in base))
-    renamed = {}
-    for name in missing:
-        close = difflib.get_close_matches(name, added, n=1, cutoff=0.8)
-        if close:
-            renamed[name] = close[0]
+    renamed = rename_hints(missing, added)
     skipped: list[tuple[str, str]] = []
     comparable = []
     for name in common:
@@ -398,6 +411,30 @@ def compare(
     rows.sort(key=lambda r: (order[r.verdict], -abs(math.log(r.ratio)) if r.ratio > 0 else 0.0, r.name))
     return Comparison(rows=tuple(rows), missing=missing, added=added, renamed=renamed, skipped=tuple(skipped),
                       config=config, base=base_label, new=new_label)
+
+
+def rename_hints(missing: Sequence[str], added: Sequence[str], cutoff: float = RENAME_SIMILARITY
+                 ) -> dict[str, str]:
+    """{missing name: the added name most like it}, one to one: the most similar pairs (difflib's ratio, at
+    least `cutoff`) are taken first, and a name already paired is not offered again, since one new name cannot
+    be the rename of two old ones."""
+    scored = []
+    for old in missing:
+        matcher = difflib.SequenceMatcher(b=old)
+        for new in added:
+            matcher.set_seq1(new)
+            # The quick ratios are upper bounds of ratio(): cheap rejections for a large sweep's lists.
+            if matcher.real_quick_ratio() >= cutoff and matcher.quick_ratio() >= cutoff:
+                score = matcher.ratio()
+                if score >= cutoff:
+                    scored.append((-score, old, new))
+    hints: dict[str, str] = {}
+    taken: set[str] = set()
+    for _, old, new in sorted(scored):
+        if old not in hints and new not in taken:
+            hints[old] = new
+            taken.add(new)
+    return hints
 
 
 def _center(m: Measurement) -> float:

@@ -61,6 +61,45 @@ def _summary(comparison: Comparison) -> str:
     return ", ".join(parts) or "nothing to compare"
 
 
+def _side(role: str, label: str, count: int | None = None) -> str:
+    """A side as `BASE (a.json: 12)`; the label is left out where it only repeats the role (`compare`'s
+    default)."""
+    what = [label] if label != role else []
+    if count is not None:
+        what.append(str(count))
+    return f"{role} ({': '.join(what)})" if what else role
+
+
+def nothing_compared(comparison: Comparison) -> str | None:
+    """One line saying why no benchmark was judged (the case `Comparison.exit_code` fails with
+    EXIT_NOTHING_JUDGED), or None where some were."""
+    if comparison.judged:
+        return None
+    in_both = len(comparison.rows) + len(comparison.skipped)
+    n_base, n_new = in_both + len(comparison.missing), in_both + len(comparison.added)
+    if not n_base or not n_new:
+        empty = [_side(role, label) for role, label, n in (("BASE", comparison.base, n_base),
+                                                           ("NEW", comparison.new, n_new)) if not n]
+        return f"nothing compared: no benchmark in {' or '.join(empty)}"
+    if not in_both:
+        return (f"nothing compared: no benchmark name is in both {_side('BASE', comparison.base, n_base)} and "
+                f"{_side('NEW', comparison.new, n_new)}")
+    why = [f"{n} not assessed ({note})" for note, n in _note_counts(comparison.rows).items()]
+    if comparison.skipped:
+        name, reason = comparison.skipped[0]
+        first = f"{name}: {reason}" if len(comparison.skipped) == 1 else f"e.g. {name}: {reason}"
+        why.append(f"{len(comparison.skipped)} not comparable ({first})")
+    return (f"nothing compared: 0 of {in_both} benchmarks in both {_side('BASE', comparison.base)} and "
+            f"{_side('NEW', comparison.new)} could be judged: {'; '.join(why)}")
+
+
+def _note_counts(rows: Sequence[Row]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.note or r.verdict] = counts.get(r.note or r.verdict, 0) + 1
+    return counts
+
+
 def _method(comparison: Comparison) -> str:
     cfg = comparison.config
     conf = f"{1 - cfg.alpha:.0%}"
@@ -125,6 +164,9 @@ def to_markdown(comparison: Comparison, *, max_rows: int = 200) -> str:
     """Markdown for a CI comment: summary line, the regressed and improved rows, the rest folded."""
     out = [f"### perfmamba compare: {_summary(comparison)}", "",
            f"**BASE** `{comparison.base}` → **NEW** `{comparison.new}`", ""]
+    nothing = nothing_compared(comparison)
+    if nothing:
+        out += [f"**{_md_escape(nothing)}**", ""]
     flagged = [r for r in comparison.rows if r.verdict in ("regressed", "improved")]
     rest = [r for r in comparison.rows if r.verdict not in ("regressed", "improved")]
     budget = max_rows
@@ -205,4 +247,8 @@ def to_text(comparison: Comparison) -> str:
         lines += ["", f"not comparable ({len(comparison.skipped)}):"]
         lines += [f"  {name}: {why}" for name, why in comparison.skipped]
     lines += ["", _method(comparison)]
+    nothing = nothing_compared(comparison)
+    if nothing:
+        # Last, below a possibly long list of names: the line a CI log shows when the step fails.
+        lines += ["", nothing]
     return "\n".join(lines) + "\n"

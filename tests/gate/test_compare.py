@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from gate_synthetic import draw, measurement
 
+from perfmamba import cli
 from perfmamba.gate import (
     Comparison,
     GateConfig,
@@ -18,7 +19,8 @@ from perfmamba.gate import (
     judge,
     load_thresholds_file,
 )
-from perfmamba.gate.report import to_markdown, to_text
+from perfmamba.gate.compare import rename_hints
+from perfmamba.gate.report import nothing_compared, to_markdown, to_text
 from perfmamba.results import ResultsFileError, write_json
 
 
@@ -91,7 +93,10 @@ def test_unit_change_is_listed_not_compared():
     new = Measurement(**{**new.__dict__, "unit": "bytes"})
     c = compare({"mem": base}, {"mem": new})
     assert c.rows == () and c.skipped == (("mem", "unit changed from 's' to 'bytes'"),)
-    assert c.exit_code() == 0 and c.exit_code(fail_on_missing=True) == 1
+    # the only common benchmark is not comparable: nothing was judged, which is not a regression either
+    assert c.exit_code() == 2 and c.exit_code(fail_on_missing=True) == 2
+    assert to_text(c).splitlines()[-1] == ("nothing compared: 0 of 1 benchmarks in both BASE and NEW could be "
+                                           "judged: 1 not comparable (mem: unit changed from 's' to 'bytes')")
 
 
 def test_higher_is_better_by_pattern():
@@ -124,7 +129,7 @@ def test_single_values_exact_for_bytes_not_assessed_for_time():
     f = judge(t_b, t_n, 0.02, GateConfig())
     assert (f.verdict, f.method) == ("not assessed", "none")
     c = compare({"t": t_b}, {"t": t_n})
-    assert c.exit_code() == 0 and c.counts["not assessed"] == 1
+    assert c.exit_code() == 2 and c.counts["not assessed"] == 1  # the only row was not judged
 
 
 def test_summary_statistics_without_samples():
@@ -268,3 +273,64 @@ def test_a_value_of_zero_is_listed_not_divided_by():
     c = compare(base, new)
     assert [r.name for r in c.rows] == ["ok"]
     assert c.skipped == (("track", "a value <= 0 (BASE 0, NEW 1): no ratio to judge"),)
+
+
+def _write(path, benchmarks: dict[str, list[float]]):
+    write_json(path, {"benchmarks": [{"name": k, "samples": v, "unit": "s"} for k, v in benchmarks.items()]},
+               kind="benchmark")
+    return str(path)
+
+
+def test_disjoint_names_judge_nothing_and_exit_2(tmp_path):
+    rng = np.random.default_rng(0)
+    base = _write(tmp_path / "a.json", {f"old{i}": list(draw(rng, 10, 0.01, "lognormal")) for i in range(3)})
+    new = _write(tmp_path / "b.json", {f"new_{i}x": list(draw(rng, 10, 0.01, "lognormal")) for i in range(2)})
+    c = compare_files(base, new)
+    assert c.rows == () and len(c.missing) == 3 and len(c.added) == 2
+    assert c.exit_code() == 2 and c.exit_code(fail_on_missing=True) == 2
+    line = f"nothing compared: no benchmark name is in both BASE ({base}: 3) and NEW ({new}: 2)"
+    assert nothing_compared(c) == line and to_text(c).splitlines()[-1] == line
+    assert f"**{line}**" in to_markdown(c)
+
+
+def test_one_sample_per_side_judges_nothing_and_exit_2():
+    base = {f"t{i}": Measurement(name=f"t{i}", unit="s", median=1.0, samples=(1.0,)) for i in range(3)}
+    new = {f"t{i}": Measurement(name=f"t{i}", unit="s", median=9.0, samples=(9.0,)) for i in range(3)}
+    c = compare(base, new, base_label="a.json", new_label="b.json")
+    assert c.counts["not assessed"] == 3 and c.exit_code() == 2
+    assert to_text(c).splitlines()[-1] == ("nothing compared: 0 of 3 benchmarks in both BASE (a.json) and NEW "
+                                           "(b.json) could be judged: 3 not assessed (one timing per side: its "
+                                           "noise is unknown)")
+    # one benchmark that can be judged beside them: the comparison showed something, and it passes
+    base["ok"], new["ok"] = _pair("ok", 1.0)
+    c = compare(base, new)
+    assert c.exit_code() == 0 and nothing_compared(c) is None
+    assert "nothing compared" not in to_text(c) + to_markdown(c)
+
+
+@pytest.mark.parametrize(("base_names", "new_names", "message"), [
+    ((), (), "no benchmark in BASE ({base}) or NEW ({new})"),
+    (("x",), (), "no benchmark in NEW ({new})"),
+    ((), ("x",), "no benchmark in BASE ({base})"),
+])
+def test_an_empty_benchmark_list_judges_nothing_and_exits_2(tmp_path, capsys, base_names, new_names, message):
+    rng = np.random.default_rng(0)
+    base = _write(tmp_path / "a.json", {n: list(draw(rng, 10, 0.01, "lognormal")) for n in base_names})
+    new = _write(tmp_path / "b.json", {n: list(draw(rng, 10, 0.01, "lognormal")) for n in new_names})
+    # through the CLI, which passes exit_code on unchanged
+    assert cli.main(["compare", base, new]) == 2
+    assert cli.main(["compare", base, new, "--fail-on-missing"]) == 2
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == "nothing compared: " + message.format(base=base, new=new)
+
+
+def test_rename_hints_pair_each_name_at_most_once():
+    assert rename_hints(["test_a", "test_b"], ["test_d"]) == {"test_a": "test_d"}
+    # the most similar pair first, even where the other missing name sorts first
+    assert rename_hints(["op/scan_L1", "op/scan_L12"], ["op/scan_L123"]) == {"op/scan_L12": "op/scan_L123"}
+    old, new = ["m/mamba1/decode-v1", "m/mamba2/decode-v1"], ["m/mamba1/decode-v2", "m/mamba2/decode-v2"]
+    assert rename_hints(old, new) == dict(zip(old, new))
+    base, new = _pair("test_a", 1.0)
+    c = compare({"test_a": base, "test_b": base, "keep": base}, {"test_d": new, "keep": new})
+    assert c.renamed == {"test_a": "test_d"}
+    assert to_text(c).count("(renamed to test_d?)") == 1
