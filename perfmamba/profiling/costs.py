@@ -43,8 +43,8 @@ COMPONENTS_V2 = ("embedding", "norm", "in_proj", "conv1d", "ssm_scan", "gated_no
 _SILU = 5
 _SOFTPLUS = 3
 _RMSNORM = 4
-_FP32 = 4
-_INT64 = 8
+FP32_BYTES = 4
+INT64_BYTES = 8
 
 
 @dataclass(frozen=True)
@@ -107,11 +107,11 @@ def _selective_scan(tokens: int, batch: int, d: int, N: int, s: int, mode: Mode,
     """Mamba-1: per (token, channel, state) exp(delta A), delta B u, h = dA h + dBu, y += C h: 7 FLOPs; per
     (token, channel) delta bias + softplus, delta u, D u, silu(z) gate."""
     flops = tokens * d * (7 * N + 1 + _SOFTPLUS + 1 + 2 + _SILU + 1)
-    nbytes = s * (4 * tokens * d + 2 * tokens * N) + _FP32 * (d * N + 2 * d)  # u, delta, z, y; B, C; A, D, bias
+    nbytes = s * (4 * tokens * d + 2 * tokens * N) + FP32_BYTES * (d * N + 2 * d)  # u, delta, z, y; B, C; A, D, bias
     if mode == "decode":
         nbytes += 2 * s * batch * d * N  # the state is read and written
     elif with_state:
-        nbytes += _FP32 * batch * d * N
+        nbytes += FP32_BYTES * batch * d * N
     return Cost(flops, nbytes)
 
 
@@ -122,7 +122,7 @@ def _ssd_scan(config: ModelConfig, N: int, batch: int, seqlen: int, s: int, mode
     H, P, G, di = config.nheads, config.headdim, config.ngroups, config.d_inner
     if mode == "decode":
         flops = batch * (H * P * (7 * N + 2) + H * (1 + _SOFTPLUS))
-        nbytes = s * (2 * batch * di + 2 * batch * G * N + batch * H + 2 * batch * H * P * N) + _FP32 * 3 * H
+        nbytes = s * (2 * batch * di + 2 * batch * G * N + batch * H + 2 * batch * H * P * N) + FP32_BYTES * 3 * H
         return Cost(flops, nbytes)
     Q = min(config.chunk_size, seqlen)
     chunks = math.ceil(seqlen / Q)
@@ -137,13 +137,13 @@ def _ssd_scan(config: ModelConfig, N: int, batch: int, seqlen: int, s: int, mode
     # states and to the carried-in state; dt bias + softplus per (token, head); x dt and D x per channel.
     elementwise = batch * (3 * Lp * Q * H + 2 * Lp * di + Lp * H * (2 + _SOFTPLUS) + 3 * seqlen * di)
     tokens = batch * seqlen
-    nbytes = s * (2 * tokens * di + tokens * H + 2 * tokens * G * N) + _FP32 * 3 * H  # x, y; dt; B, C; A, D, bias
+    nbytes = s * (2 * tokens * di + tokens * H + 2 * tokens * G * N) + FP32_BYTES * 3 * H  # x, y; dt; B, C; A, D, bias
     if with_state:
-        nbytes += _FP32 * batch * H * P * N
+        nbytes += FP32_BYTES * batch * H * P * N
     return Cost(matmul + passing + elementwise, nbytes, matmul)
 
 
-def _in_proj_width(config: ModelConfig, N: int) -> int:
+def in_proj_width(config: ModelConfig, N: int) -> int:
     if config.version == 1:
         return 2 * config.d_inner
     return 2 * config.d_inner + 2 * config.ngroups * N + config.nheads
@@ -164,10 +164,10 @@ def layer_costs(
     N = config.layer_state(layer)
     d, di = config.d_model, config.d_inner
     tokens = batch * (seqlen if mode == "prefill" else 1)
-    residual = _FP32 if config.residual_in_fp32 else s
+    residual = FP32_BYTES if config.residual_in_fp32 else s
     out: dict[str, Cost] = {
         "norm": _norm(tokens, d, s, residual),
-        "in_proj": _matmul(tokens, d, _in_proj_width(config, N), s),
+        "in_proj": _matmul(tokens, d, in_proj_width(config, N), s),
         "conv1d": _conv(tokens, conv_channels(config, N), config.d_conv, s, mode, batch),
     }
     if config.version == 1:
@@ -198,9 +198,9 @@ def component_costs(
     s = itemsize_of(dtype)
     tokens = batch * (seqlen if mode == "prefill" else 1)
     d, V = config.d_model, config.padded_vocab_size
-    residual = _FP32 if config.residual_in_fp32 else s
+    residual = FP32_BYTES if config.residual_in_fp32 else s
     totals: dict[str, Cost] = {name: Cost() for name in components_of(config)}
-    totals["embedding"] = Cost(0.0, tokens * (_INT64 + 2 * d * s))  # ids, gathered rows, output
+    totals["embedding"] = Cost(0.0, tokens * (INT64_BYTES + 2 * d * s))  # ids, gathered rows, output
     for i in range(config.n_layer):
         for name, cost in layer_costs(
             config, i, seqlen=seqlen, batch=batch, mode=mode, dtype=s, with_state=with_state
@@ -237,7 +237,7 @@ def parameter_count(config: ModelConfig) -> int:
     for i in range(config.n_layer):
         N = config.layer_state(i)
         C = conv_channels(config, N)
-        total += d + d * _in_proj_width(config, N) + C * (config.d_conv + 1) + di * d
+        total += d + d * in_proj_width(config, N) + C * (config.d_conv + 1) + di * d
         if config.version == 1:
             r = config.resolved_dt_rank
             total += di * (r + 2 * N) + r * di + di + di * N + di  # x_proj, dt_proj (+bias), A_log, D

@@ -19,7 +19,8 @@ Per point of the sweep (path x mode x batch x sequence length):
    `torch.utils.flop_counter` once per series, and each component's place under the measured roofline.
 5. Scaling: device time ~ L^k per component, fitted over the finished points of each series.
 
-An out-of-memory point is recorded as such and ends its series (longer sequences would not fit either); the
+A point whose memory bound (`footprint`) is above what the device has free is skipped, unstarted, and ends its
+series, as does a point that ran out of memory (recorded as such: longer sequences would not fit either); the
 points measured before it are kept. `budget_s` ends the sweep cleanly when the next point would not fit in the
 time left.
 """
@@ -51,6 +52,7 @@ from perfmamba.profiling.costs import (
     flop_counter_by_component,
     total_cost,
 )
+from perfmamba.profiling.footprint import available_memory, gib, point_footprint
 from perfmamba.profiling.memory import measure_memory, tensor_bytes
 from perfmamba.profiling.roofline import DevicePeaks, measure_peaks, roofline_point
 from perfmamba.profiling.timers import COPIES, OTHER, SpanTimer, profile_runs, split_fused
@@ -617,7 +619,8 @@ def _fused_available(version: int) -> str | None:
     return None if status == "available" else status
 
 
-def _plan(cfg: ProfileConfig) -> list[PointResult]:
+def plan_points(cfg: ProfileConfig) -> list[PointResult]:
+    """The points of a resolved config's sweep, in the order they run (pending)."""
     # The fused path has no decode step (decode is the unfused path's): no such points are planned.
     return [
         PointResult(path=path, mode=mode, batch=batch, seqlen=seqlen)
@@ -681,7 +684,7 @@ def _sweep(model: MambaLM, cfg: ProfileConfig, device: torch.device, peaks: Devi
     if device.type == "cuda" and any(v == "reference" for v in info.backends.values()):
         notes.append("some ops ran their pure-PyTorch reference on the GPU (mamba-ssm / causal-conv1d missing): "
                      f"{info.backends}")
-    points = _plan(cfg)
+    points = plan_points(cfg)
     fused_missing = _fused_available(model.config.version) if "fused" in cfg.paths else None
     stopped: dict[tuple[str, str, int], str] = {}  # series -> why it ended
     last_wall: dict[tuple[str, str, int], tuple[int, float]] = {}
@@ -705,6 +708,8 @@ def _sweep(model: MambaLM, cfg: ProfileConfig, device: torch.device, peaks: Devi
             progress.update(1)
             continue
         reason = _skip_reason(point, cfg, device, fused_missing, stopped.get(series), last_wall.get(series), start)
+        if reason is None and (reason := _memory_reason(model.config, point, cfg, device)) is not None:
+            stopped[series] = f"series ended: L={point.seqlen} would not fit in memory"
         if reason is not None:
             point.status, point.message = "skipped", reason
             progress.update(1)
@@ -769,6 +774,18 @@ def _skip_reason(point: PointResult, cfg: ProfileConfig, device: torch.device, f
     return None
 
 
+def _memory_reason(config: ModelConfig, point: PointResult, cfg: ProfileConfig, device: torch.device) -> str | None:
+    """Why `point` must not start: its memory bound is above what the device has free now (a CPU would be driven
+    into the OOM killer, which ends the whole process, not just the point)."""
+    free = available_memory(device)
+    if free is None:
+        return None
+    need = point_footprint(config, mode=point.mode, seqlen=point.seqlen, batch=point.batch, dtype=cfg.dtype).total
+    if need <= free:
+        return None
+    return f"needs up to {gib(need)} (the memory bound), {gib(free)} free on {device.type}"
+
+
 def _progress(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -812,6 +829,6 @@ def merge_results(results: Sequence[ProfileResult]) -> ProfileResult:
 __all__ = [
     "CPU_SEQLENS", "GPU_SEQLENS", "PROFILE_VERSION", "STATUSES", "ComponentStats", "ModelInfo",
     "KERNEL_OVERLAP", "PointResult", "ProfileConfig", "ProfileResult", "ScalingFit", "device_time", "fit_scaling",
-    "is_out_of_memory", "kernels_overlap", "merge_results", "place_on_roofline", "power_law", "profile",
-    "reanalyse", "scaling_time",
+    "is_out_of_memory", "kernels_overlap", "merge_results", "place_on_roofline", "plan_points", "power_law",
+    "profile", "reanalyse", "scaling_time",
 ]

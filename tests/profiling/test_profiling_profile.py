@@ -264,5 +264,5 @@ def test_profile_leaves_the_callers_floating_point_mode_alone():
 
 def test_the_plan_has_no_fused_decode_points():
     cfg = ProfileConfig(paths=("unfused", "fused"), modes=("prefill", "decode"), seqlens=(64, 128), batch_sizes=(1,))
-    keys = {(p.path, p.mode) for p in profile_module._plan(cfg)}
+    keys = {(p.path, p.mode) for p in profile_module.plan_points(cfg)}
     assert keys == {("unfused", "prefill"), ("unfused", "decode"), ("fused", "prefill")}

@@ -1,4 +1,3 @@
-import argparse
 import csv
 import dataclasses
 import json
@@ -7,17 +6,16 @@ import pytest
 from profiling_configs import QUICK, TINY
 
 from perfmamba.gate import load_results
-from perfmamba.models import build_model, save_model
-from perfmamba.profiling.command import add_arguments, config_from_args, main, run_profile
+from perfmamba.profiling.formatting import component_names
+from perfmamba.profiling.plots import scaling_figure
 from perfmamba.profiling.report import (
-    compare_profiles,
-    format_comparison,
     format_table,
     gate_entries,
     read_profile,
+    trace_cost,
     write_report,
 )
-from perfmamba.profiling.sweep import PointResult, ProfileResult, profile
+from perfmamba.profiling.sweep import ComponentStats, PointResult, profile
 from perfmamba.results import ResultsFileError
 
 
@@ -98,54 +96,49 @@ def test_plots_are_written(tiny1_profile, tmp_path):
         assert files[name].read_bytes()[:4] == b"\x89PNG"
 
 
-def _scaled(result: ProfileResult, factor: float, name: str) -> ProfileResult:
-    points = []
-    for p in result.points:
-        comps = [dataclasses.replace(c, time_s=c.time_s * factor, peak_bytes=(c.peak_bytes or 0) // 2)
-                 for c in p.components]
-        points.append(dataclasses.replace(p, time_s=p.time_s * factor, components=comps,
-                                          peak_bytes=p.peak_bytes // 2))
-    return dataclasses.replace(result, points=points, model=dataclasses.replace(result.model, name=name))
+def _legend_lines(block: str) -> str:
+    return "\n".join(line for line in block.splitlines() if " = " in line and line.startswith("  "))
 
 
-def test_compare_dense_with_pruned(tiny_profile):
-    pruned = _scaled(tiny_profile, 0.5, "pruned")
-    cmp = compare_profiles(tiny_profile, pruned)
-    assert len(cmp.rows) == sum(len(p.components) + 1 for p in tiny_profile.points)
-    for row in cmp.rows:
-        assert row.speedup == pytest.approx(2.0)
-    total = next(r for r in cmp.rows if r.component == "total" and r.mode == "prefill" and r.seqlen == 64)
-    assert total.memory_change == pytest.approx(-0.5, abs=1e-3)
-    text = format_comparison(cmp)
-    assert "pruned vs tiny" in text and "2.000x" in text
+def test_every_table_explains_its_columns_and_special_rows(tiny_profile):
+    """Under each table a legend names every column that is not a component (and the k row, cover, trace)."""
+    text = format_table(tiny_profile)
+    blocks = [b for b in text.split("\n\n") if "---" in b]
+    assert len(blocks) == 4  # a table per series and the detail of each series' longest point
+    for block in blocks:
+        header = block.splitlines()[1]  # under the title
+        columns = {c.strip() for c in header.split("  ") if c.strip()}
+        columns -= {"L", "component", *component_names(tiny_profile, tiny_profile.points)}
+        assert len(columns) >= 5, header
+        legend = _legend_lines(block)
+        for column in columns:
+            assert column in legend, (column, legend)
+    series = blocks[0]
+    assert "  k = row of fitted exponents" in series and "above 100% when the timers' own cost" in series
 
 
-def test_command_profiles_and_compares_a_pruned_checkpoint(tmp_path):
-    """`perfmamba profile --model ... --compare PRUNED_DIR --out DIR` end to end on a CPU."""
-    dense_dir, pruned_dir, out = tmp_path / "dense", tmp_path / "pruned", tmp_path / "report"
-    save_model(build_model(TINY[1]), dense_dir)
-    save_model(build_model(dataclasses.replace(TINY[1], layer_d_state=(4, 6))), pruned_dir)
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args([
-        "--model", str(dense_dir), "--compare", str(pruned_dir), "--seqlens", "16,32", "--mode", "prefill,decode",
-        "--rounds", "2", "--warmup", "0", "--threads", "1", "--out", str(out), "--quiet", "--no-plots",
-    ])
-    config = config_from_args(args)
-    assert (config.seqlens, config.modes, config.cpu_threads) == ((16, 32), ("prefill", "decode"), 1)
-    assert main(args) == 0
-    for name in ("profile.json", "profile.csv", "profile.txt", "compare.json", "compare.csv", "compare.txt",
-                 "compared/profile.json"):
-        assert (out / name).is_file(), name
-    dense, pruned = read_profile(out), read_profile(out / "compared")
-    assert dense.model.config["layer_d_state"] is None and pruned.model.config["layer_d_state"] == [4, 6]
-    cache = json.loads((out / "compare.json").read_text())["cache_bytes_per_sequence"]
-    assert cache[1] < cache[0]  # fewer states, smaller decode cache
-    assert not (out / "shares.png").exists()
+def test_the_timers_cost_is_paired_round_by_round():
+    """A load spike in one traced round moves the traced median (3.3 ms against 1 ms) but not the paired ratio."""
+    e2e = [1e-3, 1e-3, 1e-3, 3e-3, 3e-3]
+    traced = [1.1e-3, 1.1e-3, 3.3e-3, 3.3e-3, 3.3e-3]
+    half = [t / 2 for t in traced]
+    point = PointResult(path="unfused", mode="prefill", batch=1, seqlen=64, status="ok", time_s=1e-3,
+                        samples_s=e2e, traced_time_s=3.3e-3, coverage=0.95,
+                        components=[ComponentStats("ssm_scan", 1e-3, half), ComponentStats("other", 1e-3, half)])
+    assert trace_cost(point) == pytest.approx(0.1)
 
 
-def test_run_profile_without_output_dir_returns_text():
-    run = run_profile("mamba1-tiny", dataclasses.replace(QUICK, seqlens=(16,), modes=("prefill",), memory=False,
-                                                         count_flops=False))
-    assert run.files == {} and run.result.points[0].status == "ok"
-    assert run.text.startswith("mamba1-tiny: Mamba-1")
+def test_the_scaling_plot_names_its_clock_and_keeps_title_and_legends_clear(tiny1_profile):
+    fig = scaling_figure(tiny1_profile)
+    fig.canvas.draw()
+    title = fig._suptitle
+    assert "host clock" in title.get_text() and "CUDA" not in title.get_text()
+    box = title.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width  # not cut off at the edges
+    for ax in fig.axes:
+        assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1  # beside the lines, not on them
+        assert "host clock" in ax.get_ylabel()
+    gpu = [dataclasses.replace(p, clock="cuda_event", busy_fraction=0.9, graph_time_s=p.time_s)
+           for p in tiny1_profile.points]
+    assert "total: CUDA-graph replay" in scaling_figure(dataclasses.replace(tiny1_profile, points=gpu))._suptitle \
+        .get_text()
