@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -79,14 +81,18 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-tokens", type=int, default=65536, help="at most this many calibration tokens")
     p.add_argument("--tokenizer", default=None, help="Hugging Face tokenizer file for text calibration data")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--out", type=Path, required=True, help="directory for the pruned checkpoint and report")
+    p.add_argument("--out", type=Path, required=True,
+                   help="directory for the pruned checkpoint and report (absent or empty unless --force)")
+    p.add_argument("--force", action="store_true", help="replace what --out holds (never the model itself)")
     p.add_argument("--no-heatmap", action="store_true", help="write no score heatmap")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 @_command("prune")
 def _prune(args: argparse.Namespace) -> int:
-    from perfmamba.pruning import parse_multiple, prune_checkpoint
+    from perfmamba.pruning import CalibrationWarning, parse_multiple, prune_checkpoint
+
+    warnings.simplefilter("ignore", CalibrationWarning)  # the summary prints it, beside the numbers it qualifies
 
     options = {}
     if args.multiple is not None:
@@ -96,10 +102,13 @@ def _prune(args: argparse.Namespace) -> int:
     report = prune_checkpoint(
         args.model, args.out, ratio=args.ratio, criterion=args.criterion, allocation=args.allocation,
         mode=args.mode, calib=args.calib, calib_tokens=args.calib_tokens, tokenizer=args.tokenizer,
-        device=args.device, heatmap=False if args.no_heatmap else None, progress=not args.quiet, **options,
+        device=args.device, heatmap=False if args.no_heatmap else None, progress=not args.quiet, force=args.force,
+        **options,
     )
     print(report.summary())
-    print(f"wrote the pruned checkpoint and prune_report.json to {args.out}")
+    print(f"wrote {args.out}/: the pruned checkpoint (config.json, perfmamba.json, weights), "
+          + ", ".join(sorted(p.name for p in args.out.iterdir() if p.suffix in (".png", ".json")
+                             and p.name not in ("config.json", "perfmamba.json"))))
     return 0
 
 
@@ -122,7 +131,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 @_command("eval")
 def _eval(args: argparse.Namespace) -> int:
     from perfmamba.eval import evaluate, write_eval
+    from perfmamba.outputs import check_file
 
+    if args.out is not None:
+        check_file(args.out)
     sizes = {k: v for k, v in (("seq_len", args.seq_len), ("batch_size", args.batch_size)) if v is not None}
     result = evaluate(args.model, args.data, args.tokenizer, split=args.split, stride=args.stride,
                       max_tokens=args.max_tokens, device=args.device, progress=not args.quiet, **sizes)
@@ -147,7 +159,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--data", default=None, help="a text file or folder (default: the stdlib corpus)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--out", type=Path, required=True, help="checkpoint directory (an unfinished run resumes)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="checkpoint directory: absent, empty, or an unfinished run of the same settings (resumed)")
+    p.add_argument("--force", action="store_true", help="start over in --out, replacing what it holds")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -157,7 +171,7 @@ def _train(args: argparse.Namespace) -> int:
 
     config = train_config(args.preset, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
                           lr=args.lr, seed=args.seed, data=args.data)
-    out = train(config, args.out, device=args.device, progress=not args.quiet)
+    out = train(config, args.out, device=args.device, progress=not args.quiet, force=args.force)
     print(json.dumps(training_summary(out), indent=2))
     return 0
 
@@ -186,8 +200,12 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 def _compare(args: argparse.Namespace) -> int:
     from perfmamba.gate.compare import RESULT_KIND, compare_files
     from perfmamba.gate.report import to_markdown, to_text
+    from perfmamba.outputs import check_file
     from perfmamba.results import atomic_write_text, write_json
 
+    for path in (args.markdown, args.json):
+        if path is not None:
+            check_file(path)
     comparison = compare_files(args.base, args.new, threshold=args.threshold, thresholds=args.thresholds,
                                alpha=args.alpha, correction=args.correction,
                                higher_is_better=args.higher_is_better)
@@ -241,10 +259,17 @@ def _gate(args: argparse.Namespace) -> int:
 _ADDERS = [_add_info, _add_profile, _add_prune, _add_eval, _add_train, _add_compare, _add_gate]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (the README's promise), pointing at --help for the rest."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from perfmamba import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="perfmamba",
         description="Profile, prune and benchmark selective state space models (Mamba-1 / Mamba-2).",
     )
@@ -255,14 +280,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = lambda message, *_, **__: f"perfmamba {args.command}: warning: {message}\n"
+    signal.signal(signal.SIGTERM, _interrupt)  # a stopped job cleans up as after Ctrl-C (no half-written output)
     try:
         return _HANDLERS[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         # Bad input is the user's to fix: one clear line, no traceback.
         print(f"perfmamba {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        # Ctrl-C or SIGTERM (train turns both into this after saving its steps): say what was kept, no traceback.
+        print(f"perfmamba {args.command}: {str(e) or 'interrupted'}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -86,3 +86,20 @@ def test_compare_of_a_corrupt_file_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{not json")
     assert cli.main(["compare", str(tmp_path / "base.json"), str(tmp_path / "bad.json")]) == 2
     assert "bad.json: corrupt result file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["prune", "--model", "m", "--out", "o", "--ratio", "abc"],
+                                  ["profile", "--seqlens", ""]])
+def test_usage_errors_are_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "error:" in err and "--help" in err
+
+
+def test_too_little_calibration_is_warned_and_recorded(tmp_path, capsys):
+    assert cli.main(["prune", "--model", "mamba1-tiny", "--ratio", "0.5", "--calib", "random:1", "--quiet",
+                     "--no-heatmap", "--out", str(tmp_path / "p")]) == 0
+    assert "warning: calibrated on 1 tokens, fewer than one batch" in capsys.readouterr().out
+    report = json.loads((tmp_path / "p" / "prune_report.json").read_text())
+    assert "fewer than one batch" in report["calibration"]["warning"]

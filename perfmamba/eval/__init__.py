@@ -5,10 +5,19 @@ from perfmamba.eval.data import Corpus, load_corpus, stdlib_files
 from perfmamba.eval.evaluate import EvalResult, evaluate, write_eval
 from perfmamba.eval.perplexity import PerplexityResult, perplexity
 from perfmamba.eval.tokenizer import ByteTokenizer, HFTokenizer, Tokenizer, load_tokenizer
-from perfmamba.eval.train import TRAIN_PRESETS, TrainConfig, learning_rate, train, train_config, training_summary
+from perfmamba.eval.train import (
+    TRAIN_PRESETS,
+    TrainConfig,
+    TrainingInterrupted,
+    learning_rate,
+    train,
+    train_config,
+    training_summary,
+)
 
 __all__ = [
     "TRAIN_PRESETS", "ByteTokenizer", "Corpus", "EvalResult", "HFTokenizer", "PerplexityResult", "Tokenizer",
-    "TrainConfig", "cache_root", "evaluate", "learning_rate", "load_corpus", "load_tokenizer", "perplexity",
-    "stdlib_files", "train", "train_config", "trained_model", "trained_model_dir", "training_summary", "write_eval",
+    "TrainConfig", "TrainingInterrupted", "cache_root", "evaluate", "learning_rate", "load_corpus",
+    "load_tokenizer", "perplexity", "stdlib_files", "train", "train_config", "trained_model", "trained_model_dir",
+    "training_summary", "write_eval",
 ]

@@ -8,12 +8,10 @@ interrupted training resumes where it stopped the next time the model is asked f
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import torch
 
 from perfmamba.eval.data import Corpus, load_corpus
 from perfmamba.eval.train import TrainConfig, is_complete, train, train_config
+from perfmamba.outputs import locked
 
 CACHE_ENV = "PERFMAMBA_CACHE"
 
@@ -44,22 +43,6 @@ def cache_key(config: TrainConfig, corpus_sha256: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; concurrent trainings would only duplicate work
-        yield
-        return
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def trained_model_dir(
     preset: str = "mamba1-tiny",
     *,
@@ -77,7 +60,9 @@ def trained_model_dir(
     out = root / f"{config.preset}-{config.steps}steps-{cache_key(config, corpus.sha256)}"
     if is_complete(out):
         return out
-    with _locked(out.with_name(out.name + ".lock")):
+    # One training per model across processes (pytest-xdist workers wait for it); train's own write lock is
+    # another, on `out` itself.
+    with locked(out.with_name(out.name + ".train"), wait=True):
         if not is_complete(out):  # another process may have finished it while we waited
             train(config, out, device=device, corpus=corpus, progress=progress)
     return out

@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -32,6 +33,7 @@ from torch import Tensor
 
 from perfmamba.eval.data import Corpus, load_corpus
 from perfmamba.eval.perplexity import perplexity, resolve_device
+from perfmamba.outputs import OutputError, check_directory, replacing_directory
 from perfmamba.results import read_json, write_json
 
 STATE_FILE = "train_state.pt"
@@ -152,8 +154,15 @@ def training_summary(out: str | os.PathLike) -> dict[str, Any]:
         "corpus": log["corpus"]["id"], "train_time_s": round(log["train_time_s"], 1),
         "tokens_per_s": round(log["tokens_per_s"] or 0.0), "final_loss": log["losses"][-1] if log["losses"] else None,
         "val_perplexity": val.get("perplexity"), "val_bits_per_token": val.get("bits_per_token"),
+        # Training scores the first eval_tokens of the val split (a quick check); `perfmamba eval` scores all of
+        # it, so their perplexities differ: this says over what this one was taken.
+        "val_tokens_scored": val.get("n_tokens"),
         "uniform_perplexity": val.get("uniform_perplexity"), "unigram_perplexity": val.get("unigram_perplexity"),
     }
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by Ctrl-C or SIGTERM after saving every finished step; the message says how to resume."""
 
 
 def _progress_enabled(progress: bool | None) -> bool:
@@ -184,6 +193,24 @@ def _interrupts_between_steps() -> Iterator[Callable[[], None]]:
     finally:
         for sig, handler_before in previous.items():
             signal.signal(sig, handler_before)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so that a stopped job says how to resume instead of
+    dying silently (outside the training loop there is no step to finish first)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _save_state(path: Path, state: dict) -> None:
@@ -220,6 +247,7 @@ def train(
     corpus: Corpus | None = None,
     progress: bool | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    force: bool = False,
 ) -> Path:
     """Train `config.preset` on the corpus and write the checkpoint to folder `out`; returns `out`.
 
@@ -228,23 +256,48 @@ def train(
     OMP_NUM_THREADS) are often faster.
 
     If `out` holds an unfinished run of the same config, training resumes after its last saved step; a finished
-    one is returned as it is. `on_step(done_steps, loss)` is called after every step. `corpus` may be passed if
-    already loaded (it must be the one `config.data` names).
+    one is returned as it is. Anything else in `out` is refused (checked before any work) unless `force`, which
+    starts over in it. The finished checkpoint replaces `out` whole (see `perfmamba.outputs`). Ctrl-C or
+    SIGTERM anywhere saves every finished step and raises `TrainingInterrupted`, which says how to resume.
+    `on_step(done_steps, loss)` is called after every step. `corpus` may be passed if already loaded (it must be
+    the one `config.data` names).
     """
-    from tqdm.auto import tqdm
-
-    from perfmamba.models import build_model, save_model
-
     out = Path(out)
-    device = resolve_device(device)
-    state_path = out / STATE_FILE
-    if is_complete(out):
+    if force:
+        check_directory(out, force=True)
+        shutil.rmtree(out, ignore_errors=True)
+    elif is_complete(out):
         saved = read_json(out / LOG_FILE, kind=LOG_KIND).get("config", {})
         if diff := _config_mismatch(saved, config):
-            raise ValueError(
-                f"{out} holds a finished run of a different config ({'; '.join(diff)}); choose another --out"
-            )
+            raise OutputError(f"{out} holds a finished run of a different config ({'; '.join(diff)}); pass --force "
+                              "to replace it, or choose another --out")
         return out
+    check_directory(out, reusable=lambda d: (d / STATE_FILE).is_file())
+    with _sigterm_interrupts():
+        try:
+            return _train(config, out, device, corpus, progress, on_step)
+        except KeyboardInterrupt as e:
+            steps = _saved_steps(out / STATE_FILE)
+            raise TrainingInterrupted(
+                f"interrupted: saved {steps} of {config.steps} steps in {out}; rerun the same command to resume"
+                if steps else f"interrupted before the first step finished; nothing saved in {out}") from e
+
+
+def _saved_steps(state_path: Path) -> int:
+    try:
+        return int(torch.load(state_path, map_location="cpu", weights_only=False)["step"])
+    except (OSError, KeyError, RuntimeError, EOFError):
+        return 0
+
+
+def _train(config, out: Path, device, corpus, progress, on_step) -> Path:
+    from tqdm.auto import tqdm
+
+    from perfmamba.models import build_model
+    from perfmamba.models.checkpoint import write_model_files
+
+    device = resolve_device(device)
+    state_path = out / STATE_FILE
 
     corpus = corpus if corpus is not None else load_corpus(config.data, max_bytes=config.max_bytes)
     model = build_model(config.preset, device=device, seed=config.seed)
@@ -328,24 +381,27 @@ def train(
         raise
     finally:
         bar.close()
+    if done > saved_at:  # before the final evaluation: an interrupt there must not cost the last steps
+        checkpoint()
 
     val = corpus.val[: config.eval_tokens] if config.eval_tokens else corpus.val
     result = None
     if val.numel() > 1:
         result = perplexity(model, val.to(device), seq_len=config.eval_seq_len, progress=progress)
-    out.mkdir(parents=True, exist_ok=True)
     summary = {
         "preset": config.preset, "steps": done, "corpus": corpus.id, "tokenizer": corpus.tokenizer,
         "val_perplexity": result.perplexity if result else None,
         "val_bits_per_token": result.bits_per_token if result else None,
     }
-    save_model(model, out, metadata={"training": summary, "train_config": asdict(config)})
     baselines = (
         {"uniform_perplexity": float(vocab), "unigram_perplexity": unigram_perplexity(corpus.train, val, vocab)}
         if result else None
     )
-    _write_log(out, config, corpus, losses, elapsed, device, completed=True, val=result, baselines=baselines)
-    state_path.unlink(missing_ok=True)  # the checkpoint holds the weights; the optimizer state is not needed
+    # The finished checkpoint and log replace `out` whole: the state file (the optimizer is not needed any more)
+    # and anything else of the unfinished run are gone with it.
+    with replacing_directory(out, force=True) as staging:
+        write_model_files(model, staging, metadata={"training": summary, "train_config": asdict(config)})
+        _write_log(staging, config, corpus, losses, elapsed, device, completed=True, val=result, baselines=baselines)
     return out
 
 

@@ -353,7 +353,8 @@ def gate(options: GateOptions, progress: Callable[[str], None] = print) -> tuple
     if not comparison.rows:
         raise GateError("nothing was compared: no benchmark ran in both trees (check --select / --grid)")
     pr_failed = [r for r in schedule.records if r.tree == "pr" and r.rc != 0]
-    code = 1 if comparison.regressions or pr_failed else 0
+    # Nothing judged (every row "not assessed") must not pass as "no regression": exit 2, as for no rows at all.
+    code = 1 if comparison.regressions or pr_failed else 0 if comparison.judged else 2
     summary = {
         "exit_code": code, "counts": comparison.counts, "wall_s": time.monotonic() - start,
         "trees": [{"label": t.label, "spec": s, "commit": t.commit} for t, s in zip(trees, (options.base, options.pr))],
@@ -369,6 +370,6 @@ def gate(options: GateOptions, progress: Callable[[str], None] = print) -> tuple
     atomic_write_text(out / "comparison.md", markdown)
     write_json(out / "gate.json", summary, kind="gate")
     progress(to_text(comparison))
-    progress(f"gate: {'blocked' if code else 'passed'} (exit {code}) after {summary['wall_s']:.0f} s; "
+    progress(f"gate: {('passed', 'blocked', 'judged nothing')[code]} (exit {code}) after {summary['wall_s']:.0f} s; "
              f"wrote {out / 'comparison.md'}, {out / 'comparison.json'} and {out / 'gate.json'}")
     return code, summary

@@ -17,6 +17,7 @@ import torch
 
 from perfmamba.models.config import PRESETS, ModelConfig
 from perfmamba.models.lm import MambaLM, build_model
+from perfmamba.outputs import replacing_directory
 from perfmamba.results import SCHEMA_VERSION, atomic_write_text
 
 CONFIG_FILE = "config.json"
@@ -31,65 +32,96 @@ class CheckpointError(ValueError):
 
 
 def save_model(
-    model: MambaLM, path: str | os.PathLike, *, safetensors: bool = False, metadata: dict[str, Any] | None = None
+    model: MambaLM, path: str | os.PathLike, *, safetensors: bool = False, metadata: dict[str, Any] | None = None,
+    force: bool = True,
 ) -> Path:
-    """Write `model` to directory `path` (created) in mamba-ssm's layout; returns the directory."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    """Write `model` to directory `path` in mamba-ssm's layout, whole or not at all: filled beside it, then swapped
+    in (nothing of what `path` held before survives). `force=False` refuses a `path` that holds anything."""
+    with replacing_directory(path, force=force) as staging:
+        write_model_files(model, staging, safetensors=safetensors, metadata=metadata)
+    return Path(path)
+
+
+def write_model_files(
+    model: MambaLM, folder: Path, *, safetensors: bool = False, metadata: dict[str, Any] | None = None
+) -> None:
+    """The checkpoint's files, written into an existing (staging) folder: config, sidecar, weights."""
     config = model.config
-    atomic_write_text(path / CONFIG_FILE, json.dumps(config.to_mamba_ssm(), indent=2) + "\n")
+    atomic_write_text(folder / CONFIG_FILE, json.dumps(config.to_mamba_ssm(), indent=2) + "\n")
     sidecar = {
         "schema_version": SCHEMA_VERSION,
         "version": config.version,
         "layer_d_state": list(config.d_states),
         "metadata": metadata or {},
     }
-    atomic_write_text(path / SIDECAR_FILE, json.dumps(sidecar, indent=2) + "\n")
+    atomic_write_text(folder / SIDECAR_FILE, json.dumps(sidecar, indent=2) + "\n")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path / f".{os.getpid()}.weights.tmp"
     if safetensors:
         from safetensors.torch import save_file
 
         state.pop(TIED_KEY)  # safetensors refuses shared storage; the head is re-tied on load
-        save_file(state, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, path / SAFETENSORS_WEIGHTS)
-        (path / TORCH_WEIGHTS).unlink(missing_ok=True)
+        save_file(state, str(folder / SAFETENSORS_WEIGHTS), metadata={"format": "pt"})
     else:
-        torch.save(state, tmp)
-        os.replace(tmp, path / TORCH_WEIGHTS)
-        (path / SAFETENSORS_WEIGHTS).unlink(missing_ok=True)
-    return path
+        torch.save(state, folder / TORCH_WEIGHTS)
+
+
+def _read_json(file: Path) -> Any:
+    try:
+        return json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{file}: invalid JSON ({e})") from None
+
+
+def _sidecar_states(file: Path, n_layer: int) -> tuple[int, ...]:
+    doc = _read_json(file)
+    states = doc.get("layer_d_state") if isinstance(doc, dict) else None
+    if not isinstance(states, list) or any(isinstance(n, bool) or not isinstance(n, int) for n in states):
+        raise CheckpointError(f"{file}: layer_d_state must be a list of integers, got {states!r}")
+    if len(states) != n_layer:
+        raise CheckpointError(f"{file}: layer_d_state has {len(states)} entries; config.json has n_layer {n_layer}")
+    if min(states, default=1) < 1:
+        raise CheckpointError(f"{file}: every layer needs at least one state, got layer_d_state {states}")
+    return tuple(states)
 
 
 def read_config(path: str | os.PathLike) -> ModelConfig:
-    """The `ModelConfig` of checkpoint directory `path` (config.json + optional sidecar)."""
+    """The `ModelConfig` of checkpoint directory `path` (config.json + optional sidecar). Errors name the file
+    and the field at fault."""
     path = Path(path)
     if not (path / CONFIG_FILE).is_file():
         raise CheckpointError(f"{path}: not a checkpoint directory (no {CONFIG_FILE})")
+    cfg = _read_json(path / CONFIG_FILE)
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path / CONFIG_FILE}: expected an object, found {type(cfg).__name__}")
     try:
-        cfg = json.loads((path / CONFIG_FILE).read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path / CONFIG_FILE}: invalid JSON ({e})") from e
-    layer_d_state = None
-    if (path / SIDECAR_FILE).is_file():
-        try:
-            layer_d_state = tuple(json.loads((path / SIDECAR_FILE).read_text())["layer_d_state"])
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{path / SIDECAR_FILE}: corrupt sidecar ({e!r})") from e
-    try:
-        config = ModelConfig.from_mamba_ssm(cfg, layer_d_state)
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path / CONFIG_FILE}: {e}") from e
-    return config.replace(layer_d_state=None) if config.is_uniform and layer_d_state else config
+        config = ModelConfig.from_mamba_ssm(cfg)
+    except KeyError as e:
+        raise CheckpointError(f"{path / CONFIG_FILE}: missing key {e.args[0]!r}") from None
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path / CONFIG_FILE}: {e}") from None
+    if not (path / SIDECAR_FILE).is_file():
+        return config
+    states = _sidecar_states(path / SIDECAR_FILE, config.n_layer)
+    if len(set(states)) > 1:
+        return config.replace(layer_d_state=states)
+    if states[0] != config.d_state:  # a uniform sidecar says what config.json must: two answers is a broken save
+        raise CheckpointError(f"{path / SIDECAR_FILE}: layer_d_state is {states[0]} in every layer, but "
+                              f"{CONFIG_FILE} has d_state {config.d_state}")
+    return config
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if (path / SAFETENSORS_WEIGHTS).is_file():
-        from safetensors.torch import load_file
+    try:
+        if (path / SAFETENSORS_WEIGHTS).is_file():
+            from safetensors.torch import load_file
 
-        return load_file(str(path / SAFETENSORS_WEIGHTS))
-    if (path / TORCH_WEIGHTS).is_file():
-        return torch.load(path / TORCH_WEIGHTS, map_location="cpu", weights_only=True)
+            return load_file(str(path / SAFETENSORS_WEIGHTS))
+        if (path / TORCH_WEIGHTS).is_file():
+            return torch.load(path / TORCH_WEIGHTS, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch and safetensors raise many kinds for a damaged file
+        file = path / (SAFETENSORS_WEIGHTS if (path / SAFETENSORS_WEIGHTS).is_file() else TORCH_WEIGHTS)
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{file}: cannot read the weights, truncated or corrupt? ({reason})") from None
     raise CheckpointError(f"{path}: no weights ({TORCH_WEIGHTS} or {SAFETENSORS_WEIGHTS})")
 
 

@@ -6,7 +6,7 @@ The steps, separately: `calibrate` (statistics per layer and state) -> `score` (
 """
 
 from perfmamba.pruning.allocation import allocate, global_counts, top_states
-from perfmamba.pruning.api import calibration_tokens, prune_checkpoint, prune_states, save_pruned
+from perfmamba.pruning.api import CalibrationWarning, calibration_tokens, prune_checkpoint, prune_states, save_pruned
 from perfmamba.pruning.calibration import CalibrationStats, LayerStats, NoSSMLayersError, calibrate
 from perfmamba.pruning.config import (
     ALLOCATIONS,
@@ -22,7 +22,8 @@ from perfmamba.pruning.report import LayerReport, PruneReport
 from perfmamba.pruning.surgery import apply
 
 __all__ = [
-    "ALLOCATIONS", "CRITERIA", "MODES", "CalibrationStats", "LayerReport", "LayerStats", "NoSSMLayersError",
+    "ALLOCATIONS", "CRITERIA", "MODES", "CalibrationStats", "CalibrationWarning", "LayerReport", "LayerStats",
+    "NoSSMLayersError",
     "PruneConfig", "PruneReport", "allocate", "apply", "calibrate", "calibration_tokens", "criteria_for",
     "global_counts", "kept_count", "legal_multiple", "parse_multiple", "prune_checkpoint", "prune_states",
     "resolve_multiple", "save_pruned", "score", "top_states",

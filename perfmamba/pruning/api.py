@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from perfmamba.models.checkpoint import get_model, save_model
+from perfmamba.models.checkpoint import get_model, write_model_files
 from perfmamba.models.config import ModelConfig
 from perfmamba.models.lm import MambaLM
+from perfmamba.outputs import OutputError, check_directory, replacing_directory
 from perfmamba.pruning.allocation import allocate
 from perfmamba.pruning.calibration import CalibrationStats, calibrate, mixers_of
 from perfmamba.pruning.config import PruneConfig, legal_multiple, resolve_multiple
@@ -30,6 +32,10 @@ from perfmamba.pruning.report import (
 from perfmamba.pruning.surgery import apply
 
 Calibration = Tensor | Iterable[Tensor] | None
+
+
+class CalibrationWarning(UserWarning):
+    """Too little calibration data for the state scores to mean much."""
 
 
 def prune_states(
@@ -78,6 +84,14 @@ def prune_states(
     elif [layer.d_state for layer in stats.layers] != [m.d_state for m in mixers]:
         raise ValueError(f"stats were calibrated on a model with d_state {[la.d_state for la in stats.layers]}, "
                          f"this one has {[m.d_state for m in mixers]}")
+    calibration_note = {}
+    if get_criterion(cfg.criterion).needs_data and stats.tokens < cfg.batch_size * cfg.seq_len:
+        # Fewer tokens than one calibration batch: each state's activity is an average over too little text to
+        # rank states by; the report keeps the warning beside the model it describes.
+        calibration_note["warning"] = (
+            f"calibrated on {stats.tokens} tokens, fewer than one batch ({cfg.batch_size} x {cfg.seq_len}); "
+            "the state scores may be noise: give more calibration text")
+        warnings.warn(calibration_note["warning"], CalibrationWarning, stacklevel=2)
     scores = score(stats, cfg.criterion, seed=cfg.seed)
     kept = allocate(scores, cfg.ratio, cfg.allocation, min_states=cfg.min_states, multiple=multiple,
                     legal=legal_multiple(model_config))
@@ -92,7 +106,7 @@ def prune_states(
         layers=layer_reports(d_before, kept, scores),
         params_before=params_before, params_after=param_count(pruned),
         cache_bytes_before=bytes_before, cache_bytes_after=cache_bytes(pruned),
-        calibration={"batches": stats.batches, "tokens": stats.tokens, "seconds": stats.seconds},
+        calibration={"batches": stats.batches, "tokens": stats.tokens, "seconds": stats.seconds, **calibration_note},
         config_before=dataclasses.asdict(model_config), config_after=dataclasses.asdict(pruned.config),
     )
     return pruned, report
@@ -100,22 +114,26 @@ def prune_states(
 
 def save_pruned(
     model: MambaLM, report: PruneReport, out: str | os.PathLike, *, heatmap: bool | None = None,
-    safetensors: bool = False,
+    safetensors: bool = False, force: bool = True,
 ) -> Path:
     """Write the pruned model to directory `out` (mamba-ssm layout, see `save_model`), its report as
-    prune_report.json and, if `heatmap` (None: when matplotlib is installed), prune_scores.png."""
-    out = save_model(model, out, safetensors=safetensors, metadata={"pruning": {
-        k: getattr(report, k) for k in ("criterion", "allocation", "mode", "ratio", "multiple", "min_states", "seed")
-    } | {"report": REPORT_FILE}})
-    report.save(out / REPORT_FILE)
+    prune_report.json and, if `heatmap` (None: when matplotlib is installed), prune_scores.png: all of them or,
+    if anything fails or is interrupted, none (`out` stays as it was). `force=False` refuses an `out` that
+    holds anything."""
     if heatmap is None:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             heatmap = False
-    if heatmap is not False:
-        report.plot_heatmap(out / HEATMAP_FILE)
-    return out
+    metadata = {"pruning": {
+        k: getattr(report, k) for k in ("criterion", "allocation", "mode", "ratio", "multiple", "min_states", "seed")
+    } | {"report": REPORT_FILE}}
+    with replacing_directory(out, force=force) as staging:
+        write_model_files(model, staging, safetensors=safetensors, metadata=metadata)
+        report.save(staging / REPORT_FILE)
+        if heatmap is not False:
+            report.plot_heatmap(staging / HEATMAP_FILE)
+    return Path(out)
 
 
 def calibration_tokens(
@@ -171,12 +189,17 @@ def prune_checkpoint(
     device: str | None = None,
     heatmap: bool | None = None,
     progress: bool | None = None,
+    force: bool = False,
     **options: Any,
 ) -> PruneReport:
     """`perfmamba prune`: load a checkpoint directory or preset, prune it, write it to `out` with its report.
 
     `calib`: a spec for `calibration_tokens` (with `tokenizer`, at most `calib_tokens` ids) or a token tensor;
-    required unless the criterion is data-free."""
+    required unless the criterion is data-free. `out` is checked before any work: it must not be the model's own
+    directory, and must be empty or absent unless `force` (then what it held is replaced whole)."""
+    if Path(model).exists() and Path(out).exists() and Path(out).resolve() == Path(model).resolve():
+        raise OutputError(f"--out {out} is the model being pruned; write the pruned model to another folder")
+    check_directory(out, force=force)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dense = get_model(model, device=device)
     calibration = None
@@ -185,5 +208,5 @@ def prune_checkpoint(
             calib, dense.config, tokens=calib_tokens, tokenizer=tokenizer)
     pruned, report = prune_states(dense, ratio, calibration, criterion, allocation, mode, inplace=True,
                                   progress=progress, **options)
-    save_pruned(pruned, report, out, heatmap=heatmap)
+    save_pruned(pruned, report, out, heatmap=heatmap, force=force)
     return report

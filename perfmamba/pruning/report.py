@@ -113,9 +113,10 @@ class PruneReport:
 
     def summary(self) -> str:
         """A few lines for a terminal."""
-        before, after = self.d_state_before, self.d_state_after
-        per_layer = (f"{before[0]} -> {after[0]} in every layer" if len(set(before)) == len(set(after)) == 1
-                     else f"{before[0]}.. -> {min(after)}..{max(after)} (per layer: {after})")
+        def states(d: list[int]) -> str:
+            return f"{d[0]} in every layer" if len(set(d)) == 1 else f"{min(d)} to {max(d)} by layer {list(d)}"
+
+        per_layer = f"{states(self.d_state_before)} -> {states(self.d_state_after)}"
         return "\n".join([
             f"pruned Mamba-{self.version}: criterion={self.criterion} allocation={self.allocation} "
             f"mode={self.mode} ratio={self.ratio:g} (achieved {self.achieved_ratio:.3f})",
@@ -123,6 +124,7 @@ class PruneReport:
             f"parameters: {self.params_before:,} -> {self.params_after:,} ({100 * self.param_saving:.2f}% saved)",
             f"decode cache per sequence: {self.cache_bytes_before:,} -> {self.cache_bytes_after:,} bytes "
             f"({100 * self.cache_saving:.2f}% saved)",
+            *([f"warning: {self.calibration['warning']}"] if self.calibration.get("warning") else []),
         ])
 
     def plot_heatmap(self, path: str | os.PathLike) -> Path:

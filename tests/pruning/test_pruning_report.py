@@ -30,7 +30,7 @@ def test_report_numbers(version):
     assert report.cache_bytes_before - report.cache_bytes_after == 4 * cfg.n_layer * (N - k) * (ssm_state + conv_saved)
     assert report.calibration["tokens"] == ids.numel() and report.calibration["batches"] == 1
     assert report.layers[0].scores and len(report.layers[0].scores[0]) == N
-    assert f"d_state: {N} -> {k} in every layer" in report.summary()
+    assert f"d_state: {N} in every layer -> {k} in every layer" in report.summary()
     _, masked = prune_states(model, 0.5, ids, "energy", mode="mask", progress=False)
     assert masked.params_after == masked.params_before and masked.cache_bytes_after == masked.cache_bytes_before
     assert masked.states_after == report.states_after
