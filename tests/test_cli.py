@@ -42,6 +42,8 @@ def test_eval_and_train(tmp_path, capsys):
                      "--device", "cpu", "--quiet", "--out", str(tmp_path / "m")]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["steps"] == 2 and summary["preset"] == "mamba1-tiny"
+    # train scores the first eval_tokens of val, eval (below) the whole split: the summary says over how many.
+    assert summary["val_tokens_scored"] == 32767
     rc = cli.main(["eval", "--model", str(tmp_path / "m"), "--max-tokens", "2048", "--seq-len", "256",
                    "--device", "cpu", "--quiet", "--out", str(tmp_path / "eval.json")])
     assert rc == 0
