@@ -3,7 +3,16 @@ both skip with the reason on machines that lack them.
 
 This directory is on sys.path (pytest's rootdir conftest), so tests import shared helpers as
 `from strategies import ...`.
+
+Some tests need the tiny presets trained (`perfmamba.eval.trained_model`): the first run trains them into the
+model cache, minutes of CPU, and `TrainingNotice` says so on the terminal as it goes.
 """
+
+import contextlib
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,3 +39,73 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=no_gpu))
         elif "mamba_ssm" in item.keywords and no_kernels:
             item.add_marker(pytest.mark.skip(reason=f"needs mamba-ssm's CUDA kernels: {no_kernels}"))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+class TrainingNotice:
+    """Wraps the model cache's `train` so that a model trained into the cache says so on the terminal, past
+    pytest's output capture and under -q: what is trained, where it is kept, the steps done and the time left at
+    the rate measured on this machine. Without it a first run on a 2-core CPU sits silent for a quarter of an hour
+    and looks hung. Trainings elsewhere (tests' temporary folders, seconds each) stay quiet."""
+
+    def __init__(self, config: pytest.Config, train: Callable[..., Path], every_s: float = 30.0,
+                 first_after_s: float = 10.0) -> None:
+        self.config, self.train, self.every_s, self.first_after_s = config, train, every_s, first_after_s
+
+    def say(self, line: str) -> None:
+        capture = self.config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            if self.config.pluginmanager.getplugin("terminalreporter") is None:
+                print(line, file=sys.stderr, flush=True)
+                return
+            writer = self.config.get_terminal_writer()
+            if writer.width_of_current_line:  # after -q's dots
+                writer.line()
+            writer.line(line)
+            writer.flush()  # a CI log is not line-buffered
+
+    def __call__(self, config, out, **kwargs) -> Path:
+        from perfmamba.eval import cache_root
+        from perfmamba.eval.perplexity import resolve_device
+
+        out = Path(out)
+        if not out.resolve().is_relative_to(cache_root().resolve()):
+            return self.train(config, out, **kwargs)
+        device = resolve_device(kwargs.get("device"))
+        self.say(f"perfmamba: training {config.preset} ({config.steps} steps on {device}) once, for the tests that "
+                 "need a trained model: minutes on a CPU; the time left on this machine follows.")
+        self.say(f"  kept in {out} ($PERFMAMBA_CACHE, else ~/.cache/perfmamba): later runs load it from there")
+        start = time.perf_counter()
+        next_at, since, steps_since = start + self.first_after_s, start, 0
+        on_step = kwargs.pop("on_step", None)
+
+        def report(done: int, loss: float) -> None:
+            nonlocal next_at, since, steps_since
+            steps_since += 1
+            now = time.perf_counter()
+            if now >= next_at or done == config.steps:
+                # The rate since the last report, not since the start: on a shared machine it swings tenfold
+                # as other jobs come and go, and the time left should follow.
+                rate = (now - since) / steps_since
+                left = (f"~{_duration(rate * (config.steps - done))} to go" if done < config.steps
+                        else f"scoring {config.eval_tokens or 'all'} held-out tokens")
+                self.say(f"  {config.preset}: step {done}/{config.steps}, loss {loss:.2f}, {rate:.2f} s/step, {left}")
+                next_at, since, steps_since = now + self.every_s, now, 0
+            if on_step is not None:
+                on_step(done, loss)
+
+        path = self.train(config, out, **{**kwargs, "progress": False, "on_step": report})
+        self.say(f"perfmamba: {config.preset} trained in {_duration(time.perf_counter() - start)}")
+        return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _training_notice(pytestconfig):
+    from perfmamba.eval import cache
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cache, "train", TrainingNotice(pytestconfig, cache.train))
+        yield
