@@ -81,9 +81,10 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-# Measured on a 2-core CPU (torch 2.13, reference ops, 2048 tokens a step): mamba1-tiny ~0.45 s/step and
-# mamba2-tiny ~0.23 s/step idle. 300 and 500 steps take ~2.5 and ~2 minutes and reach validation perplexity
-# 3.86 and 3.37 (uniform: 256; unigram: 22.4). Shorter runs are far worse: the loss is still falling.
+# Measured on a 2-core CPU (torch 2.13, reference ops, 2048 tokens a step), idle, 2026-12-01: mamba1-tiny
+# 1.55 s/step and mamba2-tiny 0.19 s/step (an earlier run, docs/results/cpu.md, had mamba1-tiny at ~0.45 s/step;
+# the difference is not explained yet). 300 and 500 steps reach validation perplexity 3.86 and 3.37 (uniform:
+# 256; unigram: 22.4). Shorter runs are far worse: the loss is still falling.
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "mamba1-tiny": TrainConfig(preset="mamba1-tiny", steps=300),
     "mamba2-tiny": TrainConfig(preset="mamba2-tiny", steps=500),
