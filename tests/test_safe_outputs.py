@@ -36,9 +36,14 @@ def _leftovers(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
 
 
+# A child of a background job (nohup, some CI runners) inherits SIGINT ignored, and Python then never turns it
+# into KeyboardInterrupt; a user at a terminal has it. Give the child the terminal's default.
+_TERMINAL = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
+
 def _run(script: str, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), *args], env=env, text=True,
+    return subprocess.Popen([sys.executable, "-c", _TERMINAL + textwrap.dedent(script), *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
