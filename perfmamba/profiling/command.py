@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,8 +112,25 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(v for v in text.replace(" ", "").split(",") if v)
+def _names(*options: str):
+    """A parser of comma-separated names among `options`, where "both" means all of them (the help's word)."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(v for v in text.replace(" ", "").split(",") if v)
+        names = tuple(dict.fromkeys(o for n in names for o in (options if n == "both" else (n,))))
+        unknown = [n for n in names if n not in options]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"expected {', '.join(options)} or both, got {text!r}")
+        return names
+
+    return parse
+
+
+def default_out(model: str | Path) -> Path:
+    """Where a report goes when --out is not given: a new folder per run under ./perfmamba-profile, named by the
+    model and the time, so that nothing earlier is overwritten."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("perfmamba-profile") / f"{Path(str(model)).name}-{stamp}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -121,9 +139,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seqlens", type=_ints, default=None,
                         help="comma-separated sequence lengths (default 64..16384 on CUDA, 64..1024 on a CPU)")
     parser.add_argument("--batch", type=_ints, default=(1,), help="comma-separated batch sizes (default 1)")
-    parser.add_argument("--mode", type=_names, default=("prefill", "decode"),
-                        help="prefill, decode or both (default prefill,decode)")
-    parser.add_argument("--path", type=_names, default=("unfused",),
+    parser.add_argument("--mode", type=_names("prefill", "decode"), default=("prefill", "decode"),
+                        help="prefill, decode or both (default both)")
+    parser.add_argument("--path", type=_names("unfused", "fused"), default=("unfused",),
                         help="unfused, fused (CUDA, mamba-ssm) or both (default unfused)")
     parser.add_argument("--device", default=None, help="cpu or cuda[:i] (default: cuda when available)")
     parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
@@ -137,7 +155,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget-s", type=float, default=None, help="stop starting points after this many seconds")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads on a CPU (default 1: comparable across machines; 0 keeps torch's)")
-    parser.add_argument("--out", type=Path, default=None, help="report directory (JSON, CSV, table, plots)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="report directory: JSON, CSV, table, plots (default: a new perfmamba-profile/MODEL-TIME)")
+    parser.add_argument("--no-out", action="store_true", help="print the table only, write no report")
     parser.add_argument("--force", action="store_true", help="replace what --out holds (e.g. an earlier report)")
     parser.add_argument("--compare", type=Path, default=None, metavar="PRUNED_DIR",
                         help="also profile this (pruned) checkpoint and show per-component speedup and memory")
@@ -157,17 +177,20 @@ def config_from_args(args: argparse.Namespace) -> ProfileConfig:
 def main(args: argparse.Namespace) -> int:
     """The `perfmamba profile` handler: prints the table (and comparison), writes `--out` if given and names what
     it wrote; exit status 1 when no point was measured (the table says why)."""
-    run = run_profile(args.model, config_from_args(args), out_dir=args.out, compare=args.compare,
+    out = None if args.no_out else args.out or default_out(args.model)
+    run = run_profile(args.model, config_from_args(args), out_dir=out, compare=args.compare,
                       plots=not args.no_plots, force=args.force)
     print(run.text, end="")
     if run.files:
         print(f"\nwrote {len(run.files)} files:")
         for path in run.files.values():
             print(f"  {path}")
+        plots = sum(path.suffix == ".png" for path in run.files.values())
+        print(f"report: {out}/ (profile.txt, .json, .csv, {plots} plots)")
     for result in run.unmeasured:
         reasons = "; ".join(dict.fromkeys(f"{p.status} ({p.message})" if p.message else p.status
                                           for p in result.points))
-        written = "; nothing written" if args.out is not None else ""
+        written = "; nothing written" if out is not None else ""
         print(f"perfmamba profile: error: no point of {result.model.name} was measured: {reasons:.300}{written}",
               file=sys.stderr)
     return 1 if run.unmeasured else 0

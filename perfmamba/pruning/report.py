@@ -129,7 +129,7 @@ class PruneReport:
 
     def plot_heatmap(self, path: str | os.PathLike) -> Path:
         """Save a heatmap of scores (layers x states; each layer scaled to its best state, log scale), beside
-        the kept states. Needs matplotlib (pip install 'perfmamba[plot]')."""
+        the kept states (matplotlib, a dependency of perfmamba)."""
         try:
             import matplotlib
 
@@ -137,7 +137,7 @@ class PruneReport:
             import matplotlib.pyplot as plt
             import numpy as np
         except ImportError as e:
-            raise ImportError(f"plot_heatmap needs matplotlib: pip install 'perfmamba[plot]' ({e})") from e
+            raise ImportError(f"plot_heatmap needs matplotlib: pip install matplotlib ({e})") from e
         n_max = max(self.d_state_before)
         scores = np.full((len(self.layers), n_max), np.nan)
         kept = np.zeros((len(self.layers), n_max))

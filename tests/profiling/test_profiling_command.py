@@ -46,7 +46,7 @@ def test_command_profiles_and_compares_a_pruned_checkpoint(tmp_path, capsys):
              "compared/profile.json", "compared/profile.csv", "compared/profile.txt")
     for name in names:
         assert (out / name).is_file(), name
-    listed = capsys.readouterr().out.split(f"wrote {len(names)} files:\n")[1].split()
+    listed = capsys.readouterr().out.split(f"wrote {len(names)} files:\n")[1].split("\nreport: ")[0].split()
     assert sorted(listed) == sorted(str(out / name) for name in names)
     dense, pruned = read_profile(out), read_profile(out / "compared")
     assert dense.model.config["layer_d_state"] is None and pruned.model.config["layer_d_state"] == [4, 6]
@@ -127,3 +127,34 @@ def test_no_point_measured_is_an_error_and_writes_nothing(tmp_path, capsys):
     err = _one_error_line(capsys)
     assert "no point of mamba1-tiny was measured: skipped (the fused path needs CUDA tensors)" in err
     assert "nothing written" in err and not out.exists()
+
+
+def test_the_main_job_writes_its_report_by_default_and_says_where_last(tmp_path, monkeypatch, capsys):
+    """README's main job, `perfmamba profile --model mamba1-tiny`: no --out, yet the report and plots are
+    written (a new folder, never an earlier one) and the last line printed says where."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["profile", "--model", "mamba1-tiny", "--seqlens", "16", "--mode", "both", "--path", "both",
+            "--rounds", "1", "--warmup", "0", "--quiet"]
+    assert cli.main(argv) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    (report,) = (tmp_path / "perfmamba-profile").iterdir()
+    plots = sorted(p.name for p in report.glob("*.png"))
+    assert last.startswith(f"report: {report.relative_to(tmp_path)}/") and f"{len(plots)} plots" in last
+    assert (report / "profile.json").is_file() and {"shares.png", "roofline.png"} <= set(plots)
+    assert cli.main([*argv, "--no-out"]) == 0 and len(list((tmp_path / "perfmamba-profile").iterdir())) == 1
+
+
+@pytest.mark.parametrize("flag, text, want", [("--path", "both", ("unfused", "fused")),
+                                              ("--mode", "both", ("prefill", "decode")),
+                                              ("--path", "fused", ("fused",))])
+def test_both_means_every_choice(flag, text, want):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--model", "m", flag, text])
+    assert getattr(args, flag[2:]) == want
+
+
+def test_an_unknown_path_is_a_one_line_usage_error(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["profile", "--model", "mamba1-tiny", "--path", "fast"])
+    assert "expected unfused, fused or both, got 'fast'" in _one_error_line(capsys)
