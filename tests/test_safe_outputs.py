@@ -153,13 +153,15 @@ def test_ctrl_c_in_trains_final_evaluation_keeps_every_step_and_says_how_to_resu
     rc, err = _signal_when(_run(SLOW_EVAL, str(out)), "EVALUATING", signal.SIGINT)
     assert rc == 130
     assert "saved 3 of 3 steps" in err and "rerun the same command to resume" in err and "Traceback" not in err
-    assert torch.load(out / "train_state.pt", weights_only=False)["step"] == 3
+    state = torch.load(out / "train_state.pt", weights_only=False)
+    assert state["step"] == 3
     config = train_config("mamba1-tiny", steps=3, batch_size=2, seq_len=32, eval_tokens=512)
     train(config, out, progress=False)  # resumes: evaluates and writes the checkpoint
     assert not (out / "train_state.pt").exists()
-    reference = train(config, tmp_path / "uninterrupted", progress=False)
-    got, want = load_model(out).state_dict(), load_model(reference).state_dict()
-    assert all(torch.equal(got[k], want[k]) for k in want)  # resuming stays bit-exact
+    # The checkpoint is exactly the 3 saved steps. (Resumed = uninterrupted is tests/eval/test_train.py's, in one
+    # process: two processes' CPU training need not agree to the bit, so a reference trained here would not do.)
+    got = load_model(out).state_dict()
+    assert all(torch.equal(got[k], v) for k, v in state["model"].items())
 
 
 # --- 7: unwritable outputs, before any work ----------------------------------------------------------------------
