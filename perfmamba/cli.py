@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -106,9 +105,7 @@ def _prune(args: argparse.Namespace) -> int:
         **options,
     )
     print(report.summary())
-    print(f"wrote {args.out}/: the pruned checkpoint (config.json, perfmamba.json, weights), "
-          + ", ".join(sorted(p.name for p in args.out.iterdir() if p.suffix in (".png", ".json")
-                             and p.name not in ("config.json", "perfmamba.json"))))
+    print(f"wrote {args.out}/: {', '.join(sorted(p.name for p in args.out.iterdir()))}")
     return 0
 
 
@@ -280,16 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from perfmamba.outputs import sigterm_interrupts
+
     warnings.formatwarning = lambda message, *_, **__: f"perfmamba {args.command}: warning: {message}\n"
-    signal.signal(signal.SIGTERM, _interrupt)  # a stopped job cleans up as after Ctrl-C (no half-written output)
     try:
-        return _HANDLERS[args.command](args)
+        with sigterm_interrupts():  # a stopped job cleans up as after Ctrl-C (no half-written output)
+            return _HANDLERS[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         # Bad input is the user's to fix: one clear line, no traceback.
         print(f"perfmamba {args.command}: error: {e}", file=sys.stderr)

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from perfmamba.eval.data import Corpus, load_corpus
 from perfmamba.eval.perplexity import perplexity, resolve_device
-from perfmamba.outputs import OutputError, check_directory, replacing_directory
+from perfmamba.outputs import OutputError, check_directory, replacing_directory, sigterm_interrupts
 from perfmamba.results import read_json, write_json
 
 STATE_FILE = "train_state.pt"
@@ -196,24 +196,6 @@ def _interrupts_between_steps() -> Iterator[Callable[[], None]]:
             signal.signal(sig, handler_before)
 
 
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so that a stopped job says how to resume instead of
-    dying silently (outside the training loop there is no step to finish first)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _save_state(path: Path, state: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -274,20 +256,22 @@ def train(
                               "to replace it, or choose another --out")
         return out
     check_directory(out, reusable=lambda d: (d / STATE_FILE).is_file())
-    with _sigterm_interrupts():
+    with sigterm_interrupts():
         try:
             return _train(config, out, device, corpus, progress, on_step)
         except KeyboardInterrupt as e:
-            steps = _saved_steps(out / STATE_FILE)
+            steps = _saved_steps(out)
             raise TrainingInterrupted(
                 f"interrupted: saved {steps} of {config.steps} steps in {out}; rerun the same command to resume"
                 if steps else f"interrupted before the first step finished; nothing saved in {out}") from e
 
 
-def _saved_steps(state_path: Path) -> int:
+def _saved_steps(out: Path) -> int:
+    """Steps saved in `out`, from the log written beside each state file (reading the state itself would load
+    the model and the optimizer to count)."""
     try:
-        return int(torch.load(state_path, map_location="cpu", weights_only=False)["step"])
-    except (OSError, KeyError, RuntimeError, EOFError):
+        return int(read_json(out / LOG_FILE, kind=LOG_KIND)["steps_done"])
+    except (ValueError, KeyError):
         return 0
 
 

@@ -4,6 +4,7 @@ table for a terminal. Regressions come first; unchanged benchmarks fold away in 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 
 from perfmamba.gate.compare import Comparison, Row
@@ -94,10 +95,7 @@ def nothing_compared(comparison: Comparison) -> str | None:
 
 
 def _note_counts(rows: Sequence[Row]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r.note or r.verdict] = counts.get(r.note or r.verdict, 0) + 1
-    return counts
+    return Counter(r.note or r.verdict for r in rows)
 
 
 def _method(comparison: Comparison) -> str:

@@ -315,7 +315,7 @@ def gate(options: GateOptions, progress: Callable[[str], None] = print) -> tuple
     """Run the gate end to end; returns (exit code: 0 no regression, 1 regression or the PR failing its
     thresholds, and the summary written to OUT/gate.json). Raises GateError for what it cannot do."""
     from perfmamba.bench.thresholds import load_thresholds
-    from perfmamba.gate.compare import RESULT_KIND, compare
+    from perfmamba.gate.compare import EXIT_REGRESSED, RESULT_KIND, compare
     from perfmamba.gate.report import to_markdown, to_text
     from perfmamba.gate.runs import load_side
     from perfmamba.results import atomic_write_text, write_json
@@ -353,8 +353,8 @@ def gate(options: GateOptions, progress: Callable[[str], None] = print) -> tuple
     if not comparison.rows:
         raise GateError("nothing was compared: no benchmark ran in both trees (check --select / --grid)")
     pr_failed = [r for r in schedule.records if r.tree == "pr" and r.rc != 0]
-    # Nothing judged (every row "not assessed") must not pass as "no regression": exit 2, as for no rows at all.
-    code = 1 if comparison.regressions or pr_failed else 0 if comparison.judged else 2
+    # Comparison.exit_code's (2 when every row is "not assessed"), or 1 when the PR failed its thresholds.
+    code = EXIT_REGRESSED if pr_failed else comparison.exit_code()
     summary = {
         "exit_code": code, "counts": comparison.counts, "wall_s": time.monotonic() - start,
         "trees": [{"label": t.label, "spec": s, "commit": t.commit} for t, s in zip(trees, (options.base, options.pr))],

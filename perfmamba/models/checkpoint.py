@@ -18,7 +18,7 @@ import torch
 from perfmamba.models.config import PRESETS, ModelConfig
 from perfmamba.models.lm import MambaLM, build_model
 from perfmamba.outputs import replacing_directory
-from perfmamba.results import SCHEMA_VERSION, atomic_write_text
+from perfmamba.results import SCHEMA_VERSION
 
 CONFIG_FILE = "config.json"
 SIDECAR_FILE = "perfmamba.json"
@@ -45,16 +45,17 @@ def save_model(
 def write_model_files(
     model: MambaLM, folder: Path, *, safetensors: bool = False, metadata: dict[str, Any] | None = None
 ) -> None:
-    """The checkpoint's files, written into an existing (staging) folder: config, sidecar, weights."""
+    """The checkpoint's files, written into an existing staging folder: config, sidecar, weights. Plain writes:
+    `replacing_directory` syncs the folder and swaps it in whole, so a file-by-file atomic write would sync twice."""
     config = model.config
-    atomic_write_text(folder / CONFIG_FILE, json.dumps(config.to_mamba_ssm(), indent=2) + "\n")
+    (folder / CONFIG_FILE).write_text(json.dumps(config.to_mamba_ssm(), indent=2) + "\n")
     sidecar = {
         "schema_version": SCHEMA_VERSION,
         "version": config.version,
         "layer_d_state": list(config.d_states),
         "metadata": metadata or {},
     }
-    atomic_write_text(folder / SIDECAR_FILE, json.dumps(sidecar, indent=2) + "\n")
+    (folder / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2) + "\n")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if safetensors:
         from safetensors.torch import save_file
