@@ -1,0 +1,159 @@
+"""`selective_state_update` in Triton, with the state dimension tiled so that the decode step's cost follows N'.
+
+mamba-ssm's kernel loads the state as one block of next_power_of_2(N) columns: a pruned N' = 116 pays for 128
+lanes, and its rows (232 bytes) lose the 16-byte alignment its loads were vectorised for. Here the state is walked
+in blocks of BLOCK_N columns, N' is a compile-time constant (one specialisation per N', like mamba-ssm's one per
+power of two), only the last block is masked, and the host passes each row's alignment to the compiler.
+Registered as backend "triton" of the op "selective_state_update"; same arguments and results as mamba-ssm's.
+
+On CPU tensors the kernel runs in Triton's interpreter when $TRITON_INTERPRET=1 (how CI tests it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import math
+import os
+
+import torch
+from torch import Tensor
+
+from perfmamba.ops.registry import BackendUnavailableError, register
+
+INTERPRET_VAR = "TRITON_INTERPRET"
+# Elements of state one program handles (BLOCK_M rows x N' columns): enough bytes in flight per program to keep
+# a memory-bound kernel busy, few enough that the grid still fills every SM at batch 1.
+TARGET_TILE = 4096
+
+
+def _interpreting() -> bool:
+    return os.environ.get(INTERPRET_VAR, "0") == "1"
+
+
+def _language_interpreted() -> bool:
+    """Whether triton.language was imported under $TRITON_INTERPRET=1. Triton jits its own helpers (tl.zeros,
+    tl.sum, tl.sigmoid) when it is imported, and the interpreter can run them only if they were interpreted
+    then: the variable must be set before the process first imports triton."""
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(tl.zeros, InterpretedFunction)
+
+
+def interpreter_problem() -> str | None:
+    """None when CPU tensors can run through Triton's interpreter in this process, else why not."""
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed (pip install 'triton>=3.0')"
+    if not _interpreting():
+        return f"CPU tensors run in Triton's interpreter, which needs {INTERPRET_VAR}=1"
+    if not _language_interpreted():
+        return f"{INTERPRET_VAR}=1 was set after triton was imported; set it before the first import of triton"
+    return None
+
+
+def unavailable_reason() -> str | None:
+    """None when the kernel can run here: Triton installed, and a CUDA device or the interpreter."""
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed (pip install 'triton>=3.0')"
+    if torch.cuda.is_available():
+        return None
+    problem = interpreter_problem()
+    return None if problem is None else f"no CUDA device, and {problem[0].lower()}{problem[1:]}"
+
+
+@functools.cache
+def _kernel(interpret: bool):
+    """The kernel, jitted for the GPU or for the interpreter. `triton.jit` reads $TRITON_INTERPRET when it runs,
+    so the decision is made here, per call, and not by whatever the variable was when this module was imported."""
+    import triton
+
+    from perfmamba.ops._state_update_kernel import state_update_kernel
+
+    previous = os.environ.get(INTERPRET_VAR)
+    os.environ[INTERPRET_VAR] = "1" if interpret else "0"
+    try:
+        return triton.jit(state_update_kernel)
+    finally:
+        if previous is None:
+            del os.environ[INTERPRET_VAR]
+        else:
+            os.environ[INTERPRET_VAR] = previous
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def default_config(dim: int, dstate: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps) for a state of `dim` rows of `dstate` columns per head."""
+    block_n = min(16, _next_pow2(dstate))
+    width = block_n * math.ceil(dstate / block_n)
+    block_m = min(_next_pow2(dim), max(16, min(128, _next_pow2(TARGET_TILE // width))))
+    return block_m, block_n, 4
+
+
+def _alignment(stride: int) -> int:
+    """The largest power of two (at most 16) dividing `stride`: what every row offset is a multiple of."""
+    return 16 if stride == 0 else min(16, stride & -stride)
+
+
+def _lift(t: Tensor | None, dims: int, at: int) -> Tensor | None:
+    return t if t is None or t.dim() == dims else t.unsqueeze(at)
+
+
+def selective_state_update_triton(
+    state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+    z: Tensor | None = None, dt_bias: Tensor | None = None, dt_softplus: bool = False, *,
+    config: tuple[int, int, int] | None = None,
+) -> Tensor:
+    """mamba-ssm's `selective_state_update`: one decode step, `state` updated in place; returns y in x's dtype.
+
+    Mamba-1: state (b, d, N), x/dt/z (b, d), A (d, N), B/C (b, N), D/dt_bias (d,).
+    Mamba-2: state (b, h, p, N), x/dt/z (b, h, p), A (h, p, N), B/C (b, g, N), D/dt_bias (h, p).
+    `config`: (BLOCK_M, BLOCK_N, num_warps) instead of `default_config`'s (for tuning sweeps)."""
+    mamba2 = state.dim() == 4
+    if state.dim() not in (3, 4):
+        raise ValueError(f"state must be (b, d, N) or (b, h, p, N), got {tuple(state.shape)}")
+    state4 = _lift(state, 4, 1)
+    x, dt, z = (_lift(t, 3, 1) for t in (x, dt, z))
+    A, D, dt_bias = _lift(A, 3, 0), _lift(D, 2, 0), _lift(dt_bias, 2, 0)
+    B, C = _lift(B, 3, 1), _lift(C, 3, 1)
+    batch, nheads, dim, dstate = state4.shape
+    groups = B.shape[1]
+    expected = {"x": (x, (batch, nheads, dim)), "dt": (dt, (batch, nheads, dim)), "z": (z, (batch, nheads, dim)),
+                "A": (A, (nheads, dim, dstate)), "B": (B, (batch, groups, dstate)), "C": (C, (batch, groups, dstate)),
+                "D": (D, (nheads, dim)), "dt_bias": (dt_bias, (nheads, dim))}
+    for name, (t, shape) in expected.items():
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"{name} must be {shape} for state {tuple(state.shape)}, got {tuple(t.shape)}")
+    if nheads % groups:
+        raise ValueError(f"heads ({nheads}) must be a multiple of the B/C groups ({groups})")
+    # CPU tensors can only be interpreted; CUDA tensors too when triton itself was imported to interpret.
+    interpret = not state.is_cuda or (_interpreting() and _language_interpreted())
+    problem = interpreter_problem() if interpret else None
+    if problem is not None:
+        raise BackendUnavailableError(f"the triton selective_state_update cannot run on {state.device}: {problem}")
+    # Mamba-2's per-head dt and A arrive as stride-0 views over the head dimension: load one scalar per head.
+    tie = (A.stride(-1) == 0 and A.stride(-2) == 0 and dt.stride(-1) == 0
+           and (dt_bias is None or dt_bias.stride(-1) == 0))
+    block_m, block_n, warps = config or default_config(dim, dstate)
+    out = torch.empty_like(x)
+    zero2, zero3 = (0, 0), (0, 0, 0)
+    launch = _kernel(interpret)[(math.ceil(dim / block_m), batch, nheads)]
+    with torch.cuda.device(state.device) if state.is_cuda else contextlib.nullcontext():
+        launch(
+            state4, x, dt, dt_bias if dt_bias is not None else x, A, B, C, D if D is not None else x,
+            z if z is not None else x, out, dim, nheads // groups,
+            *state4.stride(), *x.stride(), *dt.stride(), *(dt_bias.stride() if dt_bias is not None else zero2),
+            *A.stride(), *B.stride(), *C.stride(), *(D.stride() if D is not None else zero2),
+            *(z.stride() if z is not None else zero3), *out.stride(),
+            DSTATE=dstate, BLOCK_M=block_m, BLOCK_N=block_n, STATE_ALIGN=_alignment(state4.stride(2)),
+            EVEN_M=dim % block_m == 0, TIE_HDIM=tie, DT_SOFTPLUS=bool(dt_softplus),
+            HAS_DT_BIAS=dt_bias is not None, HAS_D=D is not None, HAS_Z=z is not None, num_warps=warps,
+        )
+    return out if mamba2 else out.squeeze(1)
+
+
+register("selective_state_update", "triton", selective_state_update_triton, availability=unavailable_reason)
