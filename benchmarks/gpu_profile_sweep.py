@@ -29,25 +29,23 @@ if __package__ in (None, ""):  # run as a script from a checkout: import the per
 
 from perfmamba import ops  # noqa: E402
 from perfmamba.models import build_model  # noqa: E402
-from perfmamba.profiling.report import (  # noqa: E402
+from perfmamba.profiling import (  # noqa: E402
     JSON_FILE,
     RESULT_KIND,
-    format_header,
-    format_point,
-    format_series,
-    read_profile,
-    validate_profile,
-    write_profile_json,
-    write_report,
-)
-from perfmamba.profiling.roofline import measure_peaks  # noqa: E402
-from perfmamba.profiling.sweep import (  # noqa: E402
     ProfileConfig,
     ProfileResult,
     device_time,
+    format_header,
+    format_point,
+    format_series,
     kernels_overlap,
+    measure_peaks,
     profile,
+    read_profile,
     reanalyse,
+    validate_profile,
+    write_profile_json,
+    write_report,
 )
 from perfmamba.results import atomic_write_text, environment, read_json  # noqa: E402
 

@@ -165,6 +165,12 @@ def _flush(buffer: torch.Tensor) -> None:
     buffer.amax()
 
 
+def l2_flush(device: torch.device | str) -> Callable[[], None]:
+    """The L2 flush every timer here runs before a call, as a callable (for profilers that replay the same)."""
+    buffer = _flush_buffer(torch.device(device))
+    return lambda: _flush(buffer)
+
+
 def _event() -> torch.cuda.Event:
     return torch.cuda.Event(enable_timing=True)
 

@@ -4,12 +4,18 @@ both skip with the reason on machines that lack them.
 This directory is on sys.path (pytest's rootdir conftest), so tests import shared helpers as
 `from strategies import ...`.
 
+Under pytest-xdist, GPU tests share the GPU, and tests that time it (`exclusive_gpu`) wait until they have it
+to themselves: other workers' kernels on the GPU, or their launches on the host, are not the measured call's time.
+
 Some tests need the tiny presets trained (`perfmamba.eval.trained_model`): the first run trains them into the
 model cache, minutes of CPU, and `TrainingNotice` says so on the terminal as it goes.
 """
 
 import contextlib
+import fcntl
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -100,6 +106,44 @@ class TrainingNotice:
         path = self.train(config, out, **{**kwargs, "progress": False, "on_step": report})
         self.say(f"perfmamba: {config.preset} trained in {_duration(time.perf_counter() - start)}")
         return path
+
+
+@contextlib.contextmanager
+def _gpu_lock(exclusive: bool):
+    """A readers-writer lock over the xdist workers of one run: GPU tests share it, `exclusive_gpu` tests hold it
+    alone. A writer first closes the gate, so that a stream of short GPU tests cannot starve it."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None or not torch.cuda.is_available():
+        yield
+        return
+    base = Path(tempfile.gettempdir()) / f"perfmamba-gpu-{run}"
+    with open(f"{base}.gate", "a") as gate, open(f"{base}.lock", "a") as lock:
+        fcntl.flock(gate, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(autouse=True)
+def _shared_gpu(request):
+    exclusive = "exclusive_gpu" in request.fixturenames
+    if "gpu" in request.keywords and not exclusive:
+        with _gpu_lock(exclusive=False):
+            yield
+    else:
+        yield
+
+
+@pytest.fixture
+def exclusive_gpu():
+    """The GPU to this test alone while it runs (for tests that assert on timings)."""
+    with _gpu_lock(exclusive=True):
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,6 +8,9 @@ from sleepers import sleeper
 
 from perfmamba.timing import GraphTimer, RoundTimer, Samples, make_timer, time_fn, time_interleaved
 
+# The GPU tests here assert on timings: under pytest-xdist they wait for the GPU to themselves (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("exclusive_gpu")
+
 
 def test_time_fn_drops_warmup_and_measures_each_call():
     calls = []

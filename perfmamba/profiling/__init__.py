@@ -1,45 +1,40 @@
 """Where the time, memory, FLOPs and bytes of a Mamba model go, per component, across sequence lengths.
 
-`profile(model, ProfileConfig(...))` sweeps sequence lengths, batch sizes, prefill / decode and the unfused /
-fused paths and returns a `ProfileResult` (`sweep`); `report` turns it into a terminal table, JSON and CSV,
-`plots` draws it, `compare` sets a dense model beside a pruned one; `run_profile` is `perfmamba profile` as a
-function (`command`). `costs` is the analytical cost model, `timers` the span timers and kernel attribution,
-`memory` the memory tracking, `footprint` the memory bound checked before a point runs, `roofline` the device's
-measured peaks.
+By role: `config` (what to sweep), `sweep` (the driver: `profile`, `merge_results`), `measure` (one point),
+`analysis` (device time, roofline, scaling fits), `result` (the schema and its JSON/CSV files), `formatting` (the
+terminal tables), `plots`, `report` (everything in one directory), `compare` (dense beside pruned), `command`
+(`perfmamba profile`). Below them: `costs` (the analytical cost model), `timers` (span timers), `kernels`
+(kernel attribution from profiler traces), `memory`, `footprint` (the memory bound checked before a point runs),
+`roofline` (the device's measured peaks).
 """
 
+from perfmamba.profiling.analysis import device_time, fit_scaling, kernels_overlap
 from perfmamba.profiling.command import ProfileRun, check_memory, run_profile
 from perfmamba.profiling.compare import ProfileComparison, compare_profiles, format_comparison
-from perfmamba.profiling.costs import (
-    Cost,
-    cache_bytes_per_sequence,
-    component_costs,
-    components_of,
-    flop_counter_by_component,
-    layer_costs,
-)
-from perfmamba.profiling.footprint import Footprint, MemoryPlanError, available_memory, point_footprint
-from perfmamba.profiling.memory import LiveTensorTracker, MemoryProfile, measure_memory
-from perfmamba.profiling.report import format_table, read_profile, write_profile_json, write_report
-from perfmamba.profiling.roofline import DevicePeaks, measure_peaks, roofline_point
-from perfmamba.profiling.sweep import (
+from perfmamba.profiling.config import ProfileConfig
+from perfmamba.profiling.costs import Cost, component_costs, layer_costs
+from perfmamba.profiling.footprint import Footprint, MemoryPlanError, point_footprint
+from perfmamba.profiling.formatting import format_header, format_point, format_series, format_table
+from perfmamba.profiling.memory import measure_memory
+from perfmamba.profiling.report import write_report
+from perfmamba.profiling.result import (
+    JSON_FILE,
+    RESULT_KIND,
     ComponentStats,
     PointResult,
-    ProfileConfig,
     ProfileResult,
-    ScalingFit,
-    fit_scaling,
-    merge_results,
-    profile,
-    reanalyse,
+    read_profile,
+    validate_profile,
+    write_profile_json,
 )
-from perfmamba.profiling.timers import SpanTimer, kernel_attribution
+from perfmamba.profiling.roofline import DevicePeaks, measure_peaks
+from perfmamba.profiling.sweep import merge_results, profile, reanalyse
 
 __all__ = [
-    "ComponentStats", "Cost", "DevicePeaks", "Footprint", "LiveTensorTracker", "MemoryPlanError", "MemoryProfile",
-    "PointResult", "ProfileComparison", "ProfileConfig", "ProfileResult", "ProfileRun", "ScalingFit", "SpanTimer",
-    "available_memory", "cache_bytes_per_sequence", "check_memory", "compare_profiles", "component_costs",
-    "components_of", "fit_scaling", "flop_counter_by_component", "format_comparison", "format_table",
-    "kernel_attribution", "layer_costs", "measure_memory", "measure_peaks", "merge_results", "point_footprint",
-    "profile", "read_profile", "reanalyse", "roofline_point", "run_profile", "write_profile_json", "write_report",
+    "JSON_FILE", "RESULT_KIND", "ComponentStats", "Cost", "DevicePeaks", "Footprint", "MemoryPlanError",
+    "PointResult", "ProfileComparison", "ProfileConfig", "ProfileResult", "ProfileRun", "check_memory",
+    "compare_profiles", "component_costs", "device_time", "fit_scaling", "format_comparison", "format_header",
+    "format_point", "format_series", "format_table", "kernels_overlap", "layer_costs", "measure_memory",
+    "measure_peaks", "merge_results", "point_footprint", "profile", "read_profile", "reanalyse", "run_profile",
+    "validate_profile", "write_profile_json", "write_report",
 ]

@@ -22,9 +22,12 @@ from pathlib import Path
 from perfmamba.models import MambaLM, ModelConfig, get_preset, read_config
 from perfmamba.outputs import check_directory, replacing_directory
 from perfmamba.profiling.compare import ProfileComparison, compare_profiles, format_comparison, write_comparison
+from perfmamba.profiling.config import ProfileConfig
 from perfmamba.profiling.footprint import check_fits
-from perfmamba.profiling.report import format_table, write_report
-from perfmamba.profiling.sweep import ProfileConfig, ProfileResult, plan_points, profile
+from perfmamba.profiling.formatting import format_table
+from perfmamba.profiling.report import write_report
+from perfmamba.profiling.result import ProfileResult
+from perfmamba.profiling.sweep import plan_points, profile
 
 
 @dataclass
@@ -149,7 +152,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", help="ops backend: auto, reference, cuda or a plug-in")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per call (default 20 GPU / 5 CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up rounds (default 5 GPU / 1 CPU)")
-    parser.add_argument("--cuda-graphs", action="store_true", help="also time each call replayed from a CUDA graph")
+    parser.add_argument("--cuda-graphs", action="store_true", help="also time each prefill replayed from a CUDA graph")
+    parser.add_argument("--decode-timing", default="graph", choices=("graph", "eager"),
+                        help="CUDA decode step: replayed from a CUDA graph, per component from its kernels (default),"
+                             " or launched eagerly (the host's launch cost included)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory pass")
     parser.add_argument("--no-plots", action="store_true", help="write no plots")
     parser.add_argument("--budget-s", type=float, default=None, help="stop starting points after this many seconds")
@@ -168,9 +174,8 @@ def config_from_args(args: argparse.Namespace) -> ProfileConfig:
     return ProfileConfig(
         seqlens=args.seqlens, batch_sizes=args.batch, modes=args.mode, paths=args.path, device=args.device,
         dtype=args.dtype, backend=args.backend, rounds=args.rounds, warmup=args.warmup,
-        cuda_graphs=args.cuda_graphs, memory=not args.no_memory, budget_s=args.budget_s,
-        cpu_threads=args.threads or None,
-        progress=not args.quiet,
+        cuda_graphs=args.cuda_graphs, decode_timing=args.decode_timing, memory=not args.no_memory,
+        budget_s=args.budget_s, cpu_threads=args.threads or None, progress=not args.quiet,
     )
 
 

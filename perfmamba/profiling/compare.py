@@ -23,8 +23,7 @@ import numpy as np
 
 from perfmamba.gate.stats import bootstrap_ratio_ci
 from perfmamba.profiling.formatting import legend, mb, ms, pct, table
-from perfmamba.profiling.report import csv_text
-from perfmamba.profiling.sweep import ComponentStats, ProfileResult
+from perfmamba.profiling.result import ComponentStats, ProfileResult, csv_text
 from perfmamba.results import atomic_write_text, write_json
 
 COMPARE_KIND = "profile-comparison"

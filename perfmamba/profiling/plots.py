@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from perfmamba.profiling.analysis import scaling_time
 from perfmamba.profiling.formatting import component_names, fit_of, series_of, si
-from perfmamba.profiling.sweep import PointResult, ProfileResult, scaling_time
+from perfmamba.profiling.result import PointResult, ProfileResult
 from perfmamba.profiling.timers import COPIES, OTHER
 
 PLOT_FILES = ("shares.png", "scaling.png", "roofline.png")

@@ -12,7 +12,7 @@ from perfmamba import cli
 from perfmamba.models import build_model, save_model
 from perfmamba.profiling import command, footprint
 from perfmamba.profiling.command import add_arguments, config_from_args, main, run_profile
-from perfmamba.profiling.report import read_profile
+from perfmamba.profiling.result import read_profile
 
 FAKE_FREE = 8 << 30  # "free memory" for the refusal tests: the same verdicts on any machine
 

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from perfmamba.profiling.compare import compare_profiles, format_comparison
-from perfmamba.profiling.sweep import ProfileResult
+from perfmamba.profiling.result import ProfileResult
 
 JITTER = (1.0, 1.01, 0.99, 1.02, 0.98)  # tight rounds: the intervals stay narrow
 

@@ -9,8 +9,7 @@ import torch
 from profiling_configs import QUICK, TINY
 
 from perfmamba.models import build_model
-from perfmamba.profiling import profile
-from perfmamba.profiling import sweep as profile_module
+from perfmamba.profiling import measure, profile, sweep
 from perfmamba.profiling.footprint import (
     MemoryPlanError,
     available_memory,
@@ -118,8 +117,8 @@ def test_the_sweep_skips_a_point_that_would_not_fit_and_ends_its_series(monkeypa
     """A library sweep never starts a point its bound says does not fit (the CLI refuses before; a caller of
     `profile` gets skipped rows): here as if only 1 MiB were free, which the L=32 prefill fits and L=64 does not."""
     need = {L: point_footprint(TINY[1], mode="prefill", seqlen=L, dtype="float32").total for L in (32, 64)}
-    monkeypatch.setattr(profile_module, "available_memory", lambda device: (need[32] + need[64]) // 2)
-    monkeypatch.setattr(profile_module._Point, "run", lambda self: pytest.fail(f"L={self.result.seqlen} ran"))
+    monkeypatch.setattr(sweep, "available_memory", lambda device: (need[32] + need[64]) // 2)
+    monkeypatch.setattr(measure.PointMeasurement, "run", lambda self: pytest.fail(f"L={self.result.seqlen} ran"))
     config = dataclasses.replace(QUICK, modes=("prefill",), seqlens=(64, 128), memory=False, count_flops=False,
                                  roofline=False)
     result = profile(TINY[1], config)

@@ -1,13 +1,18 @@
 """The profiler on a CUDA device (skipped on CPU): event timing, kernel attribution, launch-bound detection,
-CUDA graphs, allocator memory, and the fused path's kernel-name split (with mamba-ssm)."""
+CUDA graphs, allocator memory, the fused path's split (with mamba-ssm), and no component above its roof."""
 
 import pytest
 
 from perfmamba.models import ModelConfig
 from perfmamba.profiling import ProfileConfig, profile
+from perfmamba.profiling.analysis import KERNEL_OVERLAP
 from perfmamba.profiling.costs import cache_bytes_per_sequence, components_of
 
+# These tests assert on timings: under pytest-xdist they wait for the GPU to themselves (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("exclusive_gpu")
+
 GPU = ProfileConfig(device="cuda", dtype="bfloat16", rounds=10, warmup=3, progress=False)
+ROOF = 1.05  # what no component may exceed: its bytes and FLOPs are minimums, the peaks measured
 
 
 # Sizes at which the GPU, not the CPU launching its kernels, sets the pace of a forward (busy fraction above the
@@ -52,13 +57,48 @@ def test_prefill_on_gpu(preset):
 
 
 @pytest.mark.gpu
-def test_decode_at_batch_one_is_launch_bound_and_graphs_remove_the_launches():
-    result = profile("mamba1-130m", GPU, seqlens=(256,), batch_sizes=(1,), modes=("decode",), cuda_graphs=True)
+def test_eager_decode_at_batch_one_is_launch_bound_and_graphs_remove_the_launches():
+    result = profile("mamba1-130m", GPU, seqlens=(256,), batch_sizes=(1,), modes=("decode",), cuda_graphs=True,
+                     decode_timing="eager")
     point = result.points[0]
     assert point.status == "ok", point.message
-    assert point.launch_bound, point.busy_fraction
+    assert point.clock == "cuda_event" and point.launch_bound, point.busy_fraction
     assert point.graph_time_s is not None and point.graph_time_s < point.time_s
     assert point.cache_bytes_per_sequence == cache_bytes_per_sequence(_config(result), "bfloat16")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("preset", ["mamba1-130m", "mamba2-130m"])
+def test_decode_is_profiled_from_a_cuda_graph_by_default(preset):
+    result = profile(preset, GPU, seqlens=(256,), batch_sizes=(1,), modes=("decode",))
+    point = result.points[0]
+    assert point.status == "ok", point.message
+    assert point.clock == "cuda_graph" and point.message is None, point.message  # every kernel matched
+    # per component: its kernels' time in the replay, which the replay's wall time bounds
+    names = [c.name for c in point.components]
+    assert {"in_proj", "conv1d", "ssm_scan", "out_proj", "lm_head"} <= set(names), names
+    assert 0.5 <= point.busy_fraction <= 1.0 + 1e-6, point.busy_fraction
+    assert sum(c.time_s for c in point.components) == pytest.approx(point.busy_s)
+    eager = profile(preset, GPU, seqlens=(256,), batch_sizes=(1,), modes=("decode",), decode_timing="eager")
+    assert point.time_s < eager.points[0].time_s  # the launches are gone
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("path", ["unfused", pytest.param("fused", marks=pytest.mark.mamba_ssm)])
+@pytest.mark.parametrize("preset", ["mamba1-130m", "mamba2-130m"])
+def test_no_component_sits_above_its_roof(preset, path):
+    # 64k tokens: every activation is several times the L2, and both versions are GPU-bound on both paths
+    points = profile(preset, GPU, seqlens=(8192,), batch_sizes=(8,), modes=("prefill",), paths=(path,)).points
+    if path == "unfused":  # the decode step as a graph, at a batch where the state and weights dominate
+        points += profile(preset, GPU, seqlens=(256,), batch_sizes=(64,), modes=("decode",)).points
+    for point in points:
+        assert point.status == "ok", point.message
+        assert not point.launch_bound, f"{point.key}: busy {point.busy_fraction}"
+        # the trace is the device time: its kernels never sum to more than the wall time
+        assert point.busy_fraction <= KERNEL_OVERLAP, f"{point.key}: kernels sum to {point.busy_fraction}x the wall"
+        above = {c.name: round(c.roofline_fraction, 3) for c in point.components
+                 if c.roofline_fraction is not None and c.roofline_fraction > ROOF}
+        assert not above, f"{point.key}: above the roof: {above}"
 
 
 @pytest.mark.gpu

@@ -7,18 +7,11 @@ import torch
 from profiling_configs import QUICK, TINY
 
 from perfmamba.models import build_model
-from perfmamba.profiling import ProfileConfig, fit_scaling, merge_results, profile
-from perfmamba.profiling import sweep as profile_module
+from perfmamba.profiling import ProfileConfig, fit_scaling, measure, merge_results, profile, sweep
+from perfmamba.profiling.analysis import KERNEL_OVERLAP, device_time, kernels_overlap, power_law
 from perfmamba.profiling.costs import cache_bytes_per_sequence, components_of
-from perfmamba.profiling.sweep import (
-    KERNEL_OVERLAP,
-    ComponentStats,
-    PointResult,
-    device_time,
-    is_out_of_memory,
-    kernels_overlap,
-    power_law,
-)
+from perfmamba.profiling.measure import is_out_of_memory
+from perfmamba.profiling.result import ComponentStats, PointResult
 
 GEMMS = ("in_proj", "x_proj", "out_proj", "lm_head")
 
@@ -137,14 +130,14 @@ def test_fit_scaling_fits_device_time_in_a_launch_bound_series():
 
 
 def test_out_of_memory_is_reported_and_ends_the_series(monkeypatch):
-    real_run = profile_module._Point.run
+    real_run = measure.PointMeasurement.run
 
     def run(self):
         if self.result.seqlen >= 64 and self.result.mode == "prefill":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         return real_run(self)
 
-    monkeypatch.setattr(profile_module._Point, "run", run)
+    monkeypatch.setattr(measure.PointMeasurement, "run", run)
     config = dataclasses.replace(QUICK, memory=False, count_flops=False, roofline=False)
     result = profile(TINY[1], config)
     status = {(p.mode, p.seqlen): p.status for p in result.points}
@@ -156,14 +149,14 @@ def test_out_of_memory_is_reported_and_ends_the_series(monkeypatch):
 
 
 def test_other_errors_are_recorded_and_the_sweep_goes_on(monkeypatch):
-    real_run = profile_module._Point.run
+    real_run = measure.PointMeasurement.run
 
     def run(self):
         if self.result.seqlen == 64:
             raise ValueError("bad kernel")
         return real_run(self)
 
-    monkeypatch.setattr(profile_module._Point, "run", run)
+    monkeypatch.setattr(measure.PointMeasurement, "run", run)
     config = dataclasses.replace(QUICK, modes=("prefill",), memory=False, count_flops=False, roofline=False)
     result = profile(TINY[2], config)
     assert [p.status for p in result.points] == ["ok", "error", "ok"]
@@ -264,5 +257,11 @@ def test_profile_leaves_the_callers_floating_point_mode_alone():
 
 def test_the_plan_has_no_fused_decode_points():
     cfg = ProfileConfig(paths=("unfused", "fused"), modes=("prefill", "decode"), seqlens=(64, 128), batch_sizes=(1,))
-    keys = {(p.path, p.mode) for p in profile_module.plan_points(cfg)}
+    keys = {(p.path, p.mode) for p in sweep.plan_points(cfg)}
     assert keys == {("unfused", "prefill"), ("unfused", "decode"), ("fused", "prefill")}
+
+
+def test_decode_timing_is_graph_or_eager():
+    assert ProfileConfig().decode_timing == "graph"
+    with pytest.raises(ValueError, match="decode_timing must be one of \\('graph', 'eager'\\), got 'replay'"):
+        ProfileConfig(decode_timing="replay")

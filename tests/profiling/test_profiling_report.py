@@ -6,16 +6,12 @@ import pytest
 from profiling_configs import QUICK, TINY
 
 from perfmamba.gate import load_results
-from perfmamba.profiling.formatting import component_names
+from perfmamba.profiling.analysis import trace_cost
+from perfmamba.profiling.formatting import component_names, format_table
 from perfmamba.profiling.plots import scaling_figure
-from perfmamba.profiling.report import (
-    format_table,
-    gate_entries,
-    read_profile,
-    trace_cost,
-    write_report,
-)
-from perfmamba.profiling.sweep import ComponentStats, PointResult, profile
+from perfmamba.profiling.report import write_report
+from perfmamba.profiling.result import ComponentStats, PointResult, gate_entries, read_profile
+from perfmamba.profiling.sweep import profile
 from perfmamba.results import ResultsFileError
 
 
