@@ -42,9 +42,14 @@ def _language_interpreted() -> bool:
     return isinstance(tl.zeros, InterpretedFunction)
 
 
+@functools.cache
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
 def interpreter_problem() -> str | None:
     """None when CPU tensors can run through Triton's interpreter in this process, else why not."""
-    if importlib.util.find_spec("triton") is None:
+    if not _triton_installed():
         return "triton is not installed (pip install 'triton>=3.0')"
     if not _interpreting():
         return f"CPU tensors run in Triton's interpreter, which needs {INTERPRET_VAR}=1"
@@ -55,7 +60,7 @@ def interpreter_problem() -> str | None:
 
 def unavailable_reason() -> str | None:
     """None when the kernel can run here: Triton installed, and a CUDA device or the interpreter."""
-    if importlib.util.find_spec("triton") is None:
+    if not _triton_installed():
         return "triton is not installed (pip install 'triton>=3.0')"
     if torch.cuda.is_available():
         return None

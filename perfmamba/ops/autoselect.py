@@ -1,0 +1,119 @@
+"""Backend "fastest": per call shape, whichever registered backend measured fastest on that shape.
+
+The rule: on the first call for a key (op, every tensor's shape, stride, dtype and device, the other arguments'
+values), each available candidate runs `reps` times after one warm-up call, on clones of the tensors the op
+writes in place; the lowest median time wins (ties: the earlier candidate), is cached for the key, and every
+later call with that key dispatches to it. A first call inside a CUDA-graph capture cannot be timed: it runs the
+first available candidate, uncached, and warns once.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+
+from perfmamba.ops import state_update_triton  # noqa: F401 - registers the "triton" candidate
+from perfmamba.ops.registry import BackendUnavailableError, register, resolve, unavailable_reason
+
+Timer = Callable[[Callable[[], object], torch.device, int], float]
+
+
+def median_seconds(fn: Callable[[], object], device: torch.device, reps: int) -> float:
+    """Median time of `reps` calls of `fn` after one warm-up call (which compiles): CUDA events on a GPU,
+    perf_counter elsewhere."""
+    fn()
+    times = []
+    for _ in range(reps):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _describe(value: object) -> object:
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.shape), value.stride(), value.dtype, value.device)
+    return value if value is None or isinstance(value, (bool, int, float, str)) else type(value).__name__
+
+
+def _capturing() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+class Fastest:
+    """The "fastest" backend of `op` over `candidates` (backend names, in order of preference). `mutated`: the
+    positions of the arguments the op writes in place (cloned for the timing runs)."""
+
+    def __init__(self, op: str, candidates: Sequence[str], *, mutated: Sequence[int] = (), reps: int = 5,
+                 timer: Timer = median_seconds) -> None:
+        if not candidates:
+            raise ValueError(f"Fastest needs at least one candidate backend for {op}, got none")
+        self.op, self.candidates, self.mutated = op, tuple(candidates), tuple(mutated)
+        self.reps, self.timer = reps, timer
+        self.choices: dict[tuple, tuple[str, Callable]] = {}
+        self.timings: dict[tuple, dict[str, float]] = {}  # what each choice was made on, for reports
+        self._warned = False
+
+    def available(self) -> str | None:
+        """None when at least one candidate can run here (for the registry), else every candidate's reason."""
+        reasons = {c: unavailable_reason(self.op, c) for c in self.candidates}
+        return None if None in reasons.values() else "; ".join(f"{c}: {r}" for c, r in reasons.items())
+
+    def _runnable(self, tensors: list[torch.Tensor]) -> dict[str, Callable]:
+        out = {}
+        for name in self.candidates:
+            try:
+                out[name] = resolve(self.op, name, *tensors)[1]
+            except BackendUnavailableError:
+                continue
+        if not out:
+            raise BackendUnavailableError(f"no candidate of 'fastest' for {self.op} can run here: {self.available()}")
+        return out
+
+    def __call__(self, *args, **kwargs):
+        key = (tuple(_describe(a) for a in args), tuple(sorted((k, _describe(v)) for k, v in kwargs.items())))
+        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        chosen = self.choices.get(key)
+        if chosen is None:
+            runnable = self._runnable(tensors)
+            if _capturing():
+                name = next(iter(runnable))
+                if not self._warned:
+                    warnings.warn(f"'fastest' {self.op}: first call for this shape inside a CUDA-graph capture "
+                                  f"cannot be timed; running {name!r} (call once before capturing)", stacklevel=2)
+                    self._warned = True
+                return runnable[name](*args, **kwargs)
+            chosen = self._measure(key, runnable, args, kwargs, tensors[0].device if tensors else torch.device("cpu"))
+        return chosen[1](*args, **kwargs)
+
+    def _measure(self, key: tuple, runnable: dict[str, Callable], args: tuple, kwargs: dict,
+                 device: torch.device) -> tuple[str, Callable]:
+        seconds = {}
+        for name, fn in runnable.items():
+            trial = [a.clone() if i in self.mutated and isinstance(a, torch.Tensor) else a for i, a in enumerate(args)]
+            seconds[name] = self.timer(lambda fn=fn, trial=trial: fn(*trial, **kwargs), device, self.reps)
+        name = min(seconds, key=seconds.get)  # min keeps the first of equal times: the preferred candidate
+        self.choices[key], self.timings[key] = (name, runnable[name]), seconds
+        return self.choices[key]
+
+
+def register_fastest(op: str, candidates: Sequence[str], **options) -> Fastest:
+    """Register backend "fastest" of `op` over `candidates`; returns it (its `choices` say what it picked)."""
+    fastest = Fastest(op, candidates, **options)
+    register(op, "fastest", fastest, availability=fastest.available)
+    return fastest
+
+
+STATE_UPDATE = register_fastest("selective_state_update", ("cuda", "triton"), mutated=(0,))
