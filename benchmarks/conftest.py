@@ -23,7 +23,7 @@ import torch
 from perfmamba.bench.cases import ENV_VAR, LEVELS, MODES, get_grid
 from perfmamba.bench.harness import RESULT_KIND, Recorder, worker_gpu_index
 from perfmamba.bench.thresholds import load_thresholds
-from perfmamba.bench.workloads import DependencyMissing, ModelCache, default_device
+from perfmamba.bench.workloads import ModelCache, default_device
 from perfmamba.timing import configure_process
 
 RECORDS_KEY = "perfmamba_bench_records"
@@ -141,15 +141,6 @@ def record(request, benchmark):
         recorder.add(request.node.name, nodeid, result.case, result.samples, result.extra_info)
 
     return add
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_call(item):
-    """A case whose perfmamba dependency (pruning, eval) is not installed skips, naming it."""
-    outcome = yield
-    excinfo = outcome.excinfo
-    if excinfo is not None and issubclass(excinfo[0], DependencyMissing):
-        outcome.force_exception(pytest.skip.Exception(str(excinfo[1]), _use_item_location=True))
 
 
 def pytest_sessionfinish(session):

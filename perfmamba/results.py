@@ -120,7 +120,7 @@ def environment() -> dict[str, Any]:
     import numpy
     import torch
 
-    from perfmamba import __version__
+    from perfmamba._version import __version__
     from perfmamba.ops import backend_status
 
     env: dict[str, Any] = {

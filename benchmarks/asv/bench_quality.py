@@ -5,9 +5,8 @@ commit, and the track_ methods read the numbers: asv records them as a history l
 
 from perfmamba.bench.cases import NO_CRITERION, Case
 from perfmamba.bench.quality import QualityCache
-from perfmamba.bench.workloads import DependencyMissing
 
-from .common import GRID, device
+from .common import GRID, configure, device
 
 
 class Perplexity:
@@ -16,17 +15,14 @@ class Perplexity:
     timeout = 3600
 
     def setup_cache(self):
+        configure()
         cache = QualityCache(device())
-        try:
-            return {case.id: cache.perplexity(case) for case in GRID.quality_cases()}
-        except DependencyMissing as e:
-            return {"missing": str(e)}
+        return {case.id: cache.perplexity(case) for case in GRID.quality_cases()}
 
     setup_cache.timeout = 3600  # the first run trains the models
 
     def setup(self, scores, preset, ratio, criterion):
-        if "missing" in scores:
-            raise NotImplementedError(scores["missing"])
+        configure()
         if (ratio == 0) != (criterion == NO_CRITERION):
             raise NotImplementedError("a dense model has no criterion; a pruned one needs one")
         self.case = Case(preset, "model", "prefill", GRID.quality_seqlen, 1, ratio, criterion)

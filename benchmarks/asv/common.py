@@ -21,12 +21,11 @@ import torch
 
 from perfmamba import load_model, ops, save_model
 from perfmamba.bench.cases import NO_CRITERION, Case, get_grid
-from perfmamba.bench.workloads import DependencyMissing, ModelCache, Workload, default_device, make_workload
+from perfmamba.bench.workloads import ModelCache, Workload, default_device, make_workload
 from perfmamba.models import MambaLM
 from perfmamba.timing import configure_process
 
 GRID = get_grid()
-configure_process(GRID.cpu_threads)
 MODELS = ModelCache(size=3)
 PARAM_NAMES = ["preset", "seqlen", "batch", "ratio", "criterion"]
 
@@ -34,6 +33,12 @@ if torch.cuda.is_available():  # the NVML check (see __init__): CUDA itself is n
     # Importing mamba-ssm (Triton, and transformers through mamba_ssm/__init__) took ~9.5 s of each benchmark
     # process on the H200; imported once here, the forked benchmark processes inherit it.
     ops.backend_status()
+
+
+def configure() -> None:
+    """The process settings of every benchmark (threads, subnormals): called by each setup and setup_cache, since
+    importing the suite must not change the importing process."""
+    configure_process(GRID.cpu_threads)
 
 
 def timing_params(level: str, mode: str, pruned_only: bool = False) -> list[list]:
@@ -55,13 +60,10 @@ def device() -> torch.device:
 
 def workload(case: Case, on: torch.device, store: str | None = None) -> Workload:
     """The case's workload, its model from the shared model cache and, with `store` (`model_store`'s result),
-    from that directory; a missing perfmamba dependency is asv's "skip"."""
-    try:
-        if store is not None and case.level != "op" and not MODELS.has(case, on):
-            MODELS.put(case, on, stored_model(case, on, Path(store)))
-        return make_workload(case, on, MODELS)
-    except DependencyMissing as e:
-        raise NotImplementedError(str(e)) from e
+    from that directory."""
+    if store is not None and case.level != "op" and not MODELS.has(case, on):
+        MODELS.put(case, on, stored_model(case, on, Path(store)))
+    return make_workload(case, on, MODELS)
 
 
 def model_dir(case: Case) -> str:
@@ -112,6 +114,7 @@ class _TimingBase:
     def setup(self, store, preset, seqlen, batch, ratio, criterion):
         from perfmamba.timing import RoundTimer
 
+        configure()
         self.case = timing_case(self.level, self.mode, preset, seqlen, batch, ratio, criterion)
         self.device = device()
         self.workload = workload(self.case, self.device, store)
@@ -140,6 +143,7 @@ class _SpeedupBase:
     setup_cache = staticmethod(model_store)
 
     def setup(self, store, preset, seqlen, batch, ratio, criterion):
+        configure()
         self.case = timing_case(self.level, self.mode, preset, seqlen, batch, ratio, criterion)
         self.device = device()
         self.pruned = workload(self.case, self.device, store)

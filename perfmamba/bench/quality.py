@@ -3,7 +3,8 @@
 The quality cases of a grid (`Grid.quality_cases()`) are trained byte-level presets pruned at each ratio with
 each criterion. The model comes from perfmamba.eval's cached trainer (its default recipe: the same cached model
 as tests/pruning), the text from the held-out files of the stdlib-source corpus, calibration from its training
-split; pruning is `perfmamba.pruning.prune_states`. What this module uses of eval is in `EvalAPI`.
+split; pruning is `perfmamba.pruning.prune_states`. What this module uses of eval and data is in `EvalAPI`
+(tests pass fakes).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 
 from perfmamba.bench.cases import Case
-from perfmamba.bench.workloads import DependencyMissing, prune
+from perfmamba.bench.workloads import prune
 from perfmamba.timing import all_cpu_threads
 
 # Calibration batch for pruning the trained models: a few sequences of training text.
@@ -26,7 +27,7 @@ EVAL_BATCH = 8
 
 @dataclass(frozen=True)
 class EvalAPI:
-    """The parts of perfmamba.eval a quality case needs."""
+    """The parts of perfmamba.eval and perfmamba.data a quality case needs."""
 
     trained_model: Callable[..., Any]  # (preset, device=..., progress=...) -> MambaLM, trained once, cached on disk
     load_corpus: Callable[[], Any]  # () -> Corpus of the stdlib's source, .tokens("train" | "val")
@@ -34,15 +35,11 @@ class EvalAPI:
 
 
 def eval_api() -> EvalAPI:
-    try:
-        from perfmamba import eval as ev
-    except ImportError as e:
-        raise DependencyMissing(f"quality cases need perfmamba.eval ({e})") from e
-    names = ("trained_model", "load_corpus", "perplexity")
-    missing = [n for n in names if not hasattr(ev, n)]
-    if missing:
-        raise DependencyMissing(f"quality cases need perfmamba.eval.{', perfmamba.eval.'.join(missing)}")
-    return EvalAPI(*(getattr(ev, n) for n in names))
+    from perfmamba.data.corpus import load_corpus
+    from perfmamba.eval.cache import trained_model
+    from perfmamba.eval.perplexity import perplexity
+
+    return EvalAPI(trained_model=trained_model, load_corpus=load_corpus, perplexity=perplexity)
 
 
 def _value(result: Any) -> float:

@@ -21,10 +21,7 @@ from perfmamba.bench.cases import Case
 from perfmamba.models import MambaLM, build_model
 from perfmamba.models.common import init_dt_bias
 from perfmamba.models.config import PRESETS, ModelConfig
-
-
-class DependencyMissing(RuntimeError):
-    """A part of perfmamba that a benchmark needs is not importable here (benchmarks skip on it, naming it)."""
+from perfmamba.pruning.api import prune_states
 
 
 def default_device() -> torch.device:
@@ -53,10 +50,6 @@ class Workload:
 def prune(model: MambaLM, ratio: float, criterion: str, *, seed: int = 0, calibration: Tensor | None = None):
     """`perfmamba.pruning.prune_states` (uniform allocation, states removed); returns (pruned copy, report).
     Without `calibration`, two random sequences: timing depends on the shapes left, not on the states kept."""
-    try:
-        from perfmamba.pruning import prune_states
-    except ImportError as e:
-        raise DependencyMissing(f"pruned cases need perfmamba.pruning.prune_states ({e})") from e
     if calibration is None:
         device = next(model.parameters()).device
         gen = torch.Generator().manual_seed(seed)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from perfmamba.eval.data import Corpus, load_corpus
+from perfmamba.data.corpus import Corpus, load_corpus
 from perfmamba.eval.train import TrainConfig, is_complete, train, train_config
 from perfmamba.outputs import locked
 

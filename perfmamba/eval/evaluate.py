@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from perfmamba.eval.data import SPLITS, STDLIB, load_corpus
+from perfmamba.data.corpus import SPLITS, STDLIB, load_corpus
+from perfmamba.data.tokenizer import check_vocab, load_tokenizer
 from perfmamba.eval.perplexity import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_SEQ_LEN,
@@ -18,7 +19,6 @@ from perfmamba.eval.perplexity import (
     perplexity,
     resolve_device,
 )
-from perfmamba.eval.tokenizer import check_vocab, load_tokenizer
 
 EVAL_KIND = "eval"
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from perfmamba.eval.data import Corpus, load_corpus
+from perfmamba.data.corpus import Corpus, load_corpus
 from perfmamba.eval.perplexity import perplexity, resolve_device
 from perfmamba.outputs import OutputError, check_directory, replacing_directory, sigterm_interrupts
 from perfmamba.results import read_json, write_json

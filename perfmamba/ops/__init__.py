@@ -1,7 +1,8 @@
 """Ops with mamba-ssm's signatures: each a pure-PyTorch reference, a CUDA kernel path and user plug-ins.
 
 `backend="auto"` (the default) runs an active plug-in, else the CUDA kernel for CUDA tensors when installed,
-else the reference. See `registry` for plugging in a kernel by dotted path or $PERFMAMBA_OPS.
+else the reference. See `registry` for plugging in a kernel by dotted path or $PERFMAMBA_OPS (read on the
+registry's first use, not at import).
 """
 
 from perfmamba.ops.conv1d import causal_conv1d, causal_conv1d_ref, causal_conv1d_update, causal_conv1d_update_ref
@@ -10,7 +11,6 @@ from perfmamba.ops.norm import rms_norm, rms_norm_gated, rms_norm_gated_ref, rms
 from perfmamba.ops.registry import (
     BackendUnavailableError,
     backend_status,
-    load_env_plugins,
     plug_in,
     register,
     resolve,
@@ -25,11 +25,9 @@ from perfmamba.ops.selective_scan import (
 )
 from perfmamba.ops.ssd import ssd_scan, ssd_scan_ref
 
-load_env_plugins()
-
 __all__ = [
     "BackendUnavailableError", "backend_status", "causal_conv1d", "causal_conv1d_ref", "causal_conv1d_update",
-    "causal_conv1d_update_ref", "load_env_plugins", "mamba_inner", "mamba_inner_ref", "mamba_split_conv1d_scan",
+    "causal_conv1d_update_ref", "mamba_inner", "mamba_inner_ref", "mamba_split_conv1d_scan",
     "mamba_split_conv1d_scan_ref", "plug_in",
     "register", "resolve", "rms_norm", "rms_norm_gated", "rms_norm_gated_ref", "rms_norm_ref", "selective_scan",
     "selective_scan_ref", "selective_state_update", "selective_state_update_ref", "ssd_scan", "ssd_scan_ref",

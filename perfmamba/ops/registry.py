@@ -7,6 +7,7 @@ run is an error, never a silent fallback.
 
 Plug-ins reach every test and benchmark through the environment:
     PERFMAMBA_OPS="selective_scan=mypkg.scan:selective_scan,ssd_scan=mypkg.ssd:ssd_scan"
+The variable is read the first time the registry is asked about an op, not at import.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class _Op:
 
 
 _OPS: dict[str, _Op] = {}
+# $PERFMAMBA_OPS is activated on the first question to the registry (after every built-in op has registered):
+# None not yet, False in progress, True done. A bad value raises on every question until it is fixed.
+_env_loaded: bool | None = None
 
 
 def register(
@@ -55,7 +59,20 @@ def register(
     return add(fn) if fn is not None else add
 
 
+def _ensure_env_plugins() -> None:
+    global _env_loaded
+    if _env_loaded is None:
+        _env_loaded = False
+        try:
+            load_env_plugins()
+        except BaseException:
+            _env_loaded = None
+            raise
+        _env_loaded = True
+
+
 def _op(op: str) -> _Op:
+    _ensure_env_plugins()
     try:
         return _OPS[op]
     except KeyError:
@@ -129,8 +146,8 @@ def use(op: str, target: str | Callable) -> Iterator[None]:
 def load_env_plugins(value: str | None = None) -> list[str]:
     """Activate the plug-ins named in $PERFMAMBA_OPS (or `value`): 'op=pkg.mod:fn,op2=...'. Returns the ops.
 
-    Called when perfmamba.ops is imported, so a plug-in set in the environment reaches every test, benchmark
-    and subprocess; call it again after changing the variable."""
+    Called on the registry's first use, so a plug-in set in the environment reaches every test, benchmark and
+    subprocess; call it again after changing the variable."""
     value = os.environ.get(ENV_VAR, "") if value is None else value
     activated = []
     for item in filter(None, (s.strip() for s in value.split(","))):
@@ -177,6 +194,7 @@ def resolve(op: str, backend: str = "auto", *tensors: torch.Tensor | None) -> tu
 def backend_status() -> dict[str, dict[str, str]]:
     """Per op and backend: "available" or "unavailable: <reason>". When a plug-in or `use` override is active
     for an op, its row also has "auto": the name that "auto" runs."""
+    _ensure_env_plugins()
     status = {}
     for name, entry in sorted(_OPS.items()):
         row = {}
@@ -190,4 +208,5 @@ def backend_status() -> dict[str, dict[str, str]]:
 
 
 def ops() -> list[str]:
+    _ensure_env_plugins()
     return sorted(_OPS)

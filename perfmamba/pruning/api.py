@@ -21,7 +21,7 @@ from perfmamba.pruning.allocation import allocate
 from perfmamba.pruning.calibration import CalibrationStats, calibrate, mixers_of
 from perfmamba.pruning.config import PruneConfig, legal_multiple, resolve_multiple
 from perfmamba.pruning.criteria import check_version, get_criterion, score
-from perfmamba.pruning.report import (
+from perfmamba.pruning.record import (
     HEATMAP_FILE,
     REPORT_FILE,
     PruneReport,
@@ -163,8 +163,8 @@ def calibration_tokens(
             raise ValueError(f"{path}: expected an integer tensor of token ids, found "
                              f"{getattr(ids, 'dtype', type(ids).__name__)}")
         return ids.long().reshape(-1)[:tokens] if ids.dim() == 1 else ids.long()
-    from perfmamba.eval.data import load_corpus
-    from perfmamba.eval.tokenizer import check_vocab, load_tokenizer
+    from perfmamba.data.corpus import load_corpus
+    from perfmamba.data.tokenizer import check_vocab, load_tokenizer
 
     tok = load_tokenizer(tokenizer)
     check_vocab(tok, config.vocab_size)

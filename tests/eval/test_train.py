@@ -5,8 +5,8 @@ import signal
 import pytest
 import torch
 
+from perfmamba.data.corpus import load_corpus
 from perfmamba.eval.cache import trained_model_dir
-from perfmamba.eval.data import load_corpus
 from perfmamba.eval.train import (
     LOG_FILE,
     LOG_KIND,

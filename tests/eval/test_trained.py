@@ -4,7 +4,8 @@ These train each tiny preset once per run (a few CPU minutes each) unless the mo
 
 import pytest
 
-from perfmamba.eval import evaluate, load_corpus
+from perfmamba.data import load_corpus
+from perfmamba.eval import evaluate
 from perfmamba.eval.train import LOG_FILE, LOG_KIND, unigram_perplexity
 from perfmamba.results import read_json
 

@@ -38,7 +38,7 @@ def test_calibrated_criteria_beat_random_at_half_the_states(preset):
     ev = eval_api()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = ev.trained_model(preset, device=device).eval()
-    from perfmamba.eval.data import load_corpus
+    from perfmamba.data.corpus import load_corpus
 
     corpus = load_corpus()
     test = corpus.tokens("val")[:EVAL_TOKENS].to(device)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from perfmamba.eval.data import load_corpus
-from perfmamba.eval.tokenizer import ByteTokenizer, HFTokenizer, check_vocab, load_tokenizer
+from perfmamba.data.corpus import load_corpus
+from perfmamba.data.tokenizer import ByteTokenizer, HFTokenizer, check_vocab, load_tokenizer
 
 
 def test_byte_tokenizer_round_trips_any_text():

@@ -3,7 +3,7 @@ import platform
 import pytest
 import torch
 
-from perfmamba.eval.data import STDLIB_MAX_BYTES, is_val_file, load_corpus, stdlib_files, stdlib_root
+from perfmamba.data.corpus import STDLIB_MAX_BYTES, is_val_file, load_corpus, stdlib_files, stdlib_root
 
 
 @pytest.fixture(scope="module")

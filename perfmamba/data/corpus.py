@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from perfmamba.eval.tokenizer import Tokenizer, load_tokenizer
+from perfmamba.data.tokenizer import Tokenizer, load_tokenizer
 
 STDLIB = "stdlib"
 # Whole files are taken in sorted order up to this many bytes: enough for minutes of CPU training and a
