@@ -62,7 +62,7 @@ def _profile(args: argparse.Namespace) -> int:
 
 # prune --------------------------------------------------------------------------------------------------
 def _add_prune(sub: argparse._SubParsersAction) -> None:
-    from perfmamba.pruning import ALLOCATIONS, MODES
+    from perfmamba.pruning import ALLOCATIONS, PRUNE_MODES
 
     p = sub.add_parser("prune", help="calibrate, score and remove low-activity SSM states; write the checkpoint")
     p.add_argument("--model", required=True, help="checkpoint directory or preset name (random weights)")
@@ -70,7 +70,7 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--criterion", default="contribution",
                    help="delta, energy, contribution, gramian, A or random (default contribution)")
     p.add_argument("--allocation", default="uniform", choices=ALLOCATIONS, help="default uniform")
-    p.add_argument("--mode", default="remove", choices=MODES,
+    p.add_argument("--mode", default="remove", choices=PRUNE_MODES,
                    help="remove (smaller d_state) or mask (pruned states zeroed; default remove)")
     p.add_argument("--multiple", default=None,
                    help="round kept states to: an integer, 'pow2', or 'legal' (the fused kernels' minimum)")
@@ -195,8 +195,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 @_command("compare")
 def _compare(args: argparse.Namespace) -> int:
-    from perfmamba.gate.compare import RESULT_KIND, compare_files
-    from perfmamba.gate.report import to_markdown, to_text
+    from perfmamba.gate.compare import compare_files
+    from perfmamba.gate.comparison import RESULT_KIND
+    from perfmamba.gate.render import to_markdown, to_text
     from perfmamba.outputs import check_file
     from perfmamba.results import atomic_write_text, write_json
 
@@ -264,7 +265,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from perfmamba import __version__
+    from perfmamba._version import __version__
 
     parser = _Parser(
         prog="perfmamba",

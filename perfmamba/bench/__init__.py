@@ -10,12 +10,12 @@ from perfmamba.bench.cases import GRIDS, Case, Grid, get_grid, kept_states
 from perfmamba.bench.thresholds import (
     ThresholdError,
     Thresholds,
-    ThresholdsError,
+    ThresholdsFileError,
     device_class,
     load_thresholds,
 )
 
 __all__ = [
-    "GRIDS", "Case", "Grid", "ThresholdError", "Thresholds", "ThresholdsError", "device_class", "get_grid",
+    "GRIDS", "Case", "Grid", "ThresholdError", "Thresholds", "ThresholdsFileError", "device_class", "get_grid",
     "kept_states", "load_thresholds",
 ]

@@ -16,12 +16,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from perfmamba.checks import check_at_least, check_choice
+from perfmamba.models.components import MODES
 from perfmamba.models.config import PRESETS
+from perfmamba.pruning.config import check_ratio
+from perfmamba.pruning.criteria import get_criterion
 
 Level = Literal["op", "block", "model"]
 Mode = Literal["prefill", "decode"]
 LEVELS: tuple[str, ...] = ("op", "block", "model")
-MODES: tuple[str, ...] = ("prefill", "decode")
 DTYPES: dict[str, str] = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # The criterion of a dense case, and of op-level cases, whose pruned shapes do not depend on which states go.
 NO_CRITERION = "none"
@@ -31,15 +34,10 @@ ENV_VAR = "PERFMAMBA_GRID"
 def kept_states(preset: str, ratio: float) -> int:
     """States a layer of `preset` keeps under uniform pruning at `ratio`: perfmamba.pruning's count (the
     paper's floor(N (1 - r)), rounded up to what mamba-ssm's kernels accept: a multiple of 4 for Mamba-2)."""
-    from perfmamba.pruning import kept_count, legal_multiple
+    from perfmamba.pruning.config import kept_count, legal_multiple
 
     config = PRESETS[preset]
     return kept_count(config.d_state, ratio, legal_multiple(config))
-
-
-def _check_ratio(ratio: float) -> None:
-    if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"ratio must be in [0, 1), got {ratio}")
 
 
 @dataclass(frozen=True, order=True)
@@ -59,16 +57,12 @@ class Case:
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of: {', '.join(PRESETS)}")
-        if self.level not in LEVELS:
-            raise ValueError(f"level must be one of {LEVELS}, got {self.level!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
+        check_choice("level", self.level, LEVELS)
+        check_choice("mode", self.mode, MODES)
+        check_choice("dtype", self.dtype, DTYPES)
         for name in ("seqlen", "batch"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        _check_ratio(self.ratio)
+            check_at_least(name, getattr(self, name))
+        check_ratio(self.ratio)
         object.__setattr__(self, "ratio", float(self.ratio))
         # A dense model has no criterion and an op-level case none that changes its shapes: normalising here keeps
         # one id per distinct measurement.
@@ -77,10 +71,7 @@ class Case:
         elif self.criterion == NO_CRITERION:
             raise ValueError(f"a pruned {self.level}-level case (ratio {self.ratio}) needs a criterion")
         else:
-            from perfmamba.pruning import CRITERIA
-
-            if self.criterion not in CRITERIA:
-                raise ValueError(f"unknown criterion {self.criterion!r}; choose one of: {', '.join(CRITERIA)}")
+            get_criterion(self.criterion)
 
     @property
     def version(self) -> int:
@@ -151,7 +142,7 @@ class Grid:
         if 0.0 not in self.ratios:
             raise ValueError(f"grid {self.name!r} needs ratio 0 (the dense baseline), got ratios {self.ratios}")
         for ratio in self.ratios:
-            _check_ratio(ratio)
+            check_ratio(ratio)
         if not self.criteria:
             raise ValueError(f"grid {self.name!r} needs at least one criterion")
 
@@ -169,10 +160,10 @@ class Grid:
 
     def cases(self, level: str | None = None, mode: str | None = None) -> tuple[Case, ...]:
         """Timing cases, optionally of one level and/or mode."""
-        if level is not None and level not in LEVELS:
-            raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
-        if mode is not None and mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if level is not None:
+            check_choice("level", level, LEVELS)
+        if mode is not None:
+            check_choice("mode", mode, MODES)
         out: list[Case] = []
         for lv in self.levels:
             for md in self.modes:
@@ -183,7 +174,7 @@ class Grid:
     def quality_cases(self) -> tuple[Case, ...]:
         """Model-level prefill cases of trained presets: dense plus every ratio x criterion (those defined for
         the preset's Mamba version)."""
-        from perfmamba.pruning import criteria_for
+        from perfmamba.pruning.criteria import criteria_for
 
         out = []
         for preset in self.quality_presets:

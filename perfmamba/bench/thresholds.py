@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from perfmamba.bench.cases import LEVELS, MODES, Case
+from perfmamba.checks import check_at_least, check_choice, check_in_range, check_relative_change
 from perfmamba.results import parse_toml
 
 ENV_VAR = "PERFMAMBA_DEVICE_CLASS"
@@ -43,7 +44,7 @@ GATE_KEYS = {
 DEFAULT_GATE_THRESHOLD = 0.02
 
 
-class ThresholdsError(ValueError):
+class ThresholdsFileError(ValueError):
     """The thresholds file is malformed or has no section for this device class."""
 
 
@@ -128,68 +129,62 @@ def default_path() -> Path:
 
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ThresholdsError(f"{where}: expected a finite number, got {value!r}")
+        raise ThresholdsFileError(f"{where}: expected a finite number, got {value!r}")
     return float(value)
 
 
 def _rule(kind: str, table: Any, where: str) -> Rule:
     if not isinstance(table, dict):
-        raise ThresholdsError(f"{where}: expected a table ([[...]]), got {table!r}")
+        raise ThresholdsFileError(f"{where}: expected a table ([[...]]), got {table!r}")
     bound_key = RULES[kind][0]
     allowed = (bound_key, *MATCH_KEYS)
     unknown = sorted(set(table) - set(allowed))
     if unknown:
-        raise ThresholdsError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
+        raise ThresholdsFileError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
     if bound_key not in table:
-        raise ThresholdsError(f"{where}: missing {bound_key!r} ({RULES[kind][1]})")
+        raise ThresholdsFileError(f"{where}: missing {bound_key!r} ({RULES[kind][1]})")
     fields: dict[str, Any] = {"kind": kind, "bound": _number(table[bound_key], f"{where} {bound_key}"), "where": where}
     if "version" in table:
         if table["version"] not in (1, 2):
-            raise ThresholdsError(f"{where}: version must be 1 or 2, got {table['version']!r}")
+            raise ThresholdsFileError(f"{where}: version must be 1 or 2, got {table['version']!r}")
         fields["version"] = table["version"]
     for key, allowed_values in (("level", LEVELS), ("mode", MODES)):
         if key in table:
-            if table[key] not in allowed_values:
-                raise ThresholdsError(f"{where}: {key} must be one of {allowed_values}, got {table[key]!r}")
+            check_choice(f"{where}: {key}", table[key], allowed_values, error=ThresholdsFileError)
             fields[key] = table[key]
     if "seqlen" in table:
-        if isinstance(table["seqlen"], bool) or not isinstance(table["seqlen"], int) or table["seqlen"] < 1:
-            raise ThresholdsError(f"{where}: seqlen must be an integer >= 1, got {table['seqlen']!r}")
+        check_at_least(f"{where}: seqlen", table["seqlen"], error=ThresholdsFileError)
         fields["seqlen"] = table["seqlen"]
     if "ratio" in table:
         ratio = _number(table["ratio"], f"{where} ratio")
-        if not 0 < ratio < 1:
-            raise ThresholdsError(f"{where}: ratio must be in (0, 1), got {ratio}")
+        check_in_range(f"{where}: ratio", ratio, 0, 1, closed="()", error=ThresholdsFileError)
         fields["ratio"] = ratio
     if "criterion" in table:
         if not isinstance(table["criterion"], str):
-            raise ThresholdsError(f"{where}: criterion must be a string, got {table['criterion']!r}")
+            raise ThresholdsFileError(f"{where}: criterion must be a string, got {table['criterion']!r}")
         fields["criterion"] = table["criterion"]
     return Rule(**fields)
 
 
 def _relative(value: Any, where: str) -> float:
-    v = _number(value, where)
-    if not 0 <= v < 10:
-        raise ThresholdsError(f"{where}: must be in [0, 10) (a relative change: 0.02 = 2%), got {v}")
-    return v
+    return check_relative_change(where, value, error=ThresholdsFileError)
 
 
 def _count(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ThresholdsError(f"{where}: expected an integer >= 1, got {value!r}")
+        raise ThresholdsFileError(f"{where}: expected an integer >= 1, got {value!r}")
     return value
 
 
 def _gate(table: Any, where: str) -> GateThresholds:
     if not isinstance(table, dict):
-        raise ThresholdsError(f"{where}: expected a table, got {table!r}")
+        raise ThresholdsFileError(f"{where}: expected a table, got {table!r}")
     unknown = sorted(set(table) - set(GATE_KEYS))
     if unknown:
-        raise ThresholdsError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(GATE_KEYS)}")
+        raise ThresholdsFileError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(GATE_KEYS)}")
     patterns = table.get("patterns", {})
     if not isinstance(patterns, dict):
-        raise ThresholdsError(f"{where}.patterns: expected a table of {{glob: threshold}}, got {patterns!r}")
+        raise ThresholdsFileError(f"{where}.patterns: expected a table of {{glob: threshold}}, got {patterns!r}")
     return GateThresholds(
         default=_relative(table.get("default", DEFAULT_GATE_THRESHOLD), f"{where} default"),
         host_timed=_relative(table["host_timed"], f"{where} host_timed") if "host_timed" in table else None,
@@ -201,29 +196,29 @@ def _gate(table: Any, where: str) -> GateThresholds:
 def parse_thresholds(doc: dict[str, Any], device_class_name: str, source: str = "thresholds.toml") -> Thresholds:
     """Validate every section of `doc` (so that a typo anywhere fails on any machine) and return one."""
     if not doc:
-        raise ThresholdsError(f"{source}: no device class sections")
+        raise ThresholdsFileError(f"{source}: no device class sections")
     parsed: dict[str, Thresholds] = {}
     for cls, section in doc.items():
         if not isinstance(section, dict):
-            raise ThresholdsError(f"{source}: [{cls}] must be a table, got {section!r}")
+            raise ThresholdsFileError(f"{source}: [{cls}] must be a table, got {section!r}")
         allowed = (*SCALARS, *RULES, "gate")
         unknown = sorted(set(section) - set(allowed))
         if unknown:
-            raise ThresholdsError(f"{source} [{cls}]: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
+            raise ThresholdsFileError(f"{source} [{cls}]: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
         for key in SCALARS:
             if key not in section:
-                raise ThresholdsError(f"{source} [{cls}]: missing {key!r} ({SCALARS[key]})")
+                raise ThresholdsFileError(f"{source} [{cls}]: missing {key!r} ({SCALARS[key]})")
         rules: list[Rule] = []
         for kind in RULES:
             tables = section.get(kind, [])
             if not isinstance(tables, list):
-                raise ThresholdsError(f"{source} [{cls}.{kind}]: write rules as [[{cls}.{kind}]] tables")
+                raise ThresholdsFileError(f"{source} [{cls}.{kind}]: write rules as [[{cls}.{kind}]] tables")
             rules += [_rule(kind, t, f"{source} [[{cls}.{kind}]] #{i + 1}") for i, t in enumerate(tables)]
         seen: dict[tuple, str] = {}
         for r in rules:
             key = (r.kind, *(getattr(r, k) for k in MATCH_KEYS))
             if key in seen:
-                raise ThresholdsError(f"{r.where}: same conditions as {seen[key]}; keep one")
+                raise ThresholdsFileError(f"{r.where}: same conditions as {seen[key]}; keep one")
             seen[key] = r.where
         parsed[cls] = Thresholds(
             device_class=cls,
@@ -234,7 +229,7 @@ def parse_thresholds(doc: dict[str, Any], device_class_name: str, source: str = 
             gate=_gate(section.get("gate", {}), f"{source} [{cls}.gate]"),
         )
     if device_class_name not in parsed:
-        raise ThresholdsError(
+        raise ThresholdsFileError(
             f"{source}: no thresholds for device class {device_class_name!r}; it has: {', '.join(parsed)} "
             f"(add a [{device_class_name}] section, or set ${ENV_VAR} to one of those)"
         )
@@ -247,9 +242,9 @@ def load_thresholds(device_class_name: str | None = None, path: str | os.PathLik
     try:
         doc = parse_toml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ThresholdsError(f"{path}: no such thresholds file") from None
+        raise ThresholdsFileError(f"{path}: no such thresholds file") from None
     except ValueError as e:
-        raise ThresholdsError(f"{path}: not valid TOML ({e})") from e
+        raise ThresholdsFileError(f"{path}: not valid TOML ({e})") from e
     return parse_thresholds(doc, device_class_name or device_class(), source=str(path))
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from perfmamba.checks import check_at_least, check_choice, check_in_range, check_relative_change
 from perfmamba.results import ResultsFileError, parse_toml
 
 DEFAULT_THRESHOLD = 0.02
@@ -42,26 +41,22 @@ class GateConfig:
     moderate: bool = True
 
     def __post_init__(self) -> None:
-        check_threshold(self.default_threshold, "default_threshold")
+        check_relative_change("default_threshold", self.default_threshold)
         if self.host_timed_threshold is not None:
-            check_threshold(self.host_timed_threshold, "host_timed_threshold")
+            check_relative_change("host_timed_threshold", self.host_timed_threshold)
         for pattern, value in self.thresholds.items():
             if not isinstance(pattern, str) or not pattern:
                 raise ValueError(f"threshold patterns must be non-empty strings, got {pattern!r}")
-            check_threshold(value, f"threshold for {pattern!r}")
+            check_relative_change(f"threshold for {pattern!r}", value)
         # A private copy, so that the caller's dict cannot change a frozen config.
         object.__setattr__(self, "thresholds", dict(self.thresholds))
-        if not 0 < self.alpha < 0.5:
-            raise ValueError(f"alpha must be in (0, 0.5), got {self.alpha}")
-        if self.correction not in CORRECTIONS:
-            raise ValueError(f"correction must be one of {CORRECTIONS}, got {self.correction!r}")
+        check_in_range("alpha", self.alpha, 0, 0.5, closed="()")
+        check_choice("correction", self.correction, CORRECTIONS)
         if isinstance(self.higher_is_better, str):
             raise ValueError(f"higher_is_better must be a sequence of patterns, got {self.higher_is_better!r}")
         object.__setattr__(self, "higher_is_better", tuple(self.higher_is_better))
-        if self.resamples < 100:
-            raise ValueError(f"resamples must be >= 100, got {self.resamples}")
-        if self.max_bootstrap_samples < 10:
-            raise ValueError(f"max_bootstrap_samples must be >= 10, got {self.max_bootstrap_samples}")
+        check_at_least("resamples", self.resamples, 100, integer=False)
+        check_at_least("max_bootstrap_samples", self.max_bootstrap_samples, 10, integer=False)
 
     def threshold_for(self, name: str) -> float:
         if name in self.thresholds:
@@ -75,11 +70,6 @@ class GateConfig:
         return measured or any(fnmatch.fnmatchcase(name, p) for p in self.higher_is_better)
 
 
-def check_threshold(value: Any, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{what} must be a finite number, got {value!r}")
-    if not 0 <= value < 10:
-        raise ValueError(f"{what} must be in [0, 10) (a relative change: 0.02 = 2%), got {value}")
 
 
 
@@ -104,7 +94,7 @@ def load_thresholds_file(path: str | os.PathLike) -> dict[str, float]:
     out = {}
     for pattern, value in doc.items():
         try:
-            check_threshold(value, f"threshold for {pattern!r}")
+            check_relative_change(f"threshold for {pattern!r}", value)
         except ValueError as e:
             raise ResultsFileError(f"{path}: {e}") from None
         out[str(pattern)] = float(value)

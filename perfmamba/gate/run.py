@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from perfmamba.checks import check_at_least, check_choice
+
 SUITES = ("benchmarks/test_bench_op.py", "benchmarks/test_bench_block.py", "benchmarks/test_bench_model.py")
 LAUNCHES = ("fork", "spawn")
 # Imported once per tree by the fork server; a module that is not installed is skipped.
@@ -124,8 +126,7 @@ class Launcher:
     interpreters (`"spawn"`). Use as a context manager; `run` blocks until the process exits."""
 
     def __init__(self, python: str = sys.executable, launch: str = "fork", preimport: Sequence[str] = PREIMPORT):
-        if launch not in LAUNCHES:
-            raise ValueError(f"launch must be one of {LAUNCHES}, got {launch!r}")
+        check_choice("launch", launch, LAUNCHES)
         self.python, self.launch, self.preimport = python, launch, tuple(preimport)
         self._servers: dict[Path, subprocess.Popen] = {}
         self.imports: dict[str, dict] = {}  # per tree: the server's import time and the modules it could not import
@@ -290,11 +291,9 @@ class GateOptions:
     keep_trees: bool = False
 
     def __post_init__(self) -> None:
-        if self.processes is not None and (isinstance(self.processes, bool) or not isinstance(self.processes, int)
-                                           or self.processes < 1):
-            raise ValueError(f"processes must be an integer >= 1, got {self.processes!r}")
-        if self.launch not in LAUNCHES:
-            raise ValueError(f"launch must be one of {LAUNCHES}, got {self.launch!r}")
+        if self.processes is not None:  # None: the device class's
+            check_at_least("processes", self.processes)
+        check_choice("launch", self.launch, LAUNCHES)
 
 
 def gate_config(options: GateOptions, device_class_name: str | None = None):
@@ -315,8 +314,9 @@ def gate(options: GateOptions, progress: Callable[[str], None] = print) -> tuple
     """Run the gate end to end; returns (exit code: 0 no regression, 1 regression or the PR failing its
     thresholds, and the summary written to OUT/gate.json). Raises GateError for what it cannot do."""
     from perfmamba.bench.thresholds import load_thresholds
-    from perfmamba.gate.compare import EXIT_REGRESSED, RESULT_KIND, compare
-    from perfmamba.gate.report import to_markdown, to_text
+    from perfmamba.gate.compare import compare
+    from perfmamba.gate.comparison import EXIT_REGRESSED, RESULT_KIND
+    from perfmamba.gate.render import to_markdown, to_text
     from perfmamba.gate.runs import load_side
     from perfmamba.results import atomic_write_text, write_json
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -61,6 +62,15 @@ def init_dt_bias(n: int, device, dt_min: float = 1e-3, dt_max: float = 0.1, floo
     return dt + torch.log(-torch.expm1(-dt))  # inverse of softplus
 
 
+@functools.cache
+def fused_kernel_runs(op: str) -> bool:
+    """Whether mamba-ssm's fused kernel for `op` can run here; asked once per process (kernels do not appear or
+    vanish while it runs), since every forward of every layer on a GPU asks it."""
+    from perfmamba.ops.registry import unavailable_reason
+
+    return unavailable_reason(op, "cuda") is None
+
+
 class MixerBase(nn.Module):
     """Path and backend selection common to both mixers.
 
@@ -86,12 +96,7 @@ class MixerBase(nn.Module):
             if cache is not None:
                 raise ValueError("the fused path does not fill a decode cache; use path='unfused' for prefill")
             return True  # the op raises a clear error if the kernel is unavailable
-        return (
-            cache is None
-            and hidden.is_cuda
-            and self.backend in ("auto", "cuda")
-            and ops.backend_status()[fused_op]["cuda"] == "available"
-        )
+        return cache is None and hidden.is_cuda and self.backend in ("auto", "cuda") and fused_kernel_runs(fused_op)
 
     def new_conv_state(self, batch: int, channels: int, dtype: torch.dtype) -> Tensor:
         # Channel-last storage, as mamba-ssm allocates it: causal_conv1d_update's kernel expects it.

@@ -25,6 +25,9 @@ COMPONENTS: tuple[str, ...] = (
     "mixer_fused",  # the fused production path (mamba_inner_fn / mamba_split_conv1d_scan_combined)
 )
 
+# The two ways a model runs: the parallel forward over a prompt, and one recurrent step per token.
+MODES: tuple[str, ...] = ("prefill", "decode")
+
 Tracer = Callable[[str], AbstractContextManager]
 
 _NULL = contextlib.nullcontext()

@@ -6,11 +6,14 @@ backbone.norm_f, lm_head) so that state dicts move between the two with `load_st
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
 
+from perfmamba.checks import check_choice
 from perfmamba.models.common import PATHS, LayerCache, MixerBase, RMSNorm
 from perfmamba.models.components import span
 from perfmamba.models.config import ModelConfig, get_preset
@@ -88,14 +91,29 @@ class MambaLM(nn.Module):
 
     def configure(self, *, path: str | None = None, backend: str | None = None) -> MambaLM:
         """Choose the mixer path ("auto", "unfused", "fused") and the ops backend for every layer."""
-        if path is not None and path not in PATHS:
-            raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+        if path is not None:
+            check_choice("path", path, PATHS)
         for module in self.modules():
             if path is not None and isinstance(module, MixerBase):
                 module.path = path
             if backend is not None and hasattr(module, "backend"):
                 module.backend = backend
         return self
+
+    @contextlib.contextmanager
+    def configured(self, *, path: str | None = None, backend: str | None = None) -> Iterator[MambaLM]:
+        """`configure` for the duration of a block; every module's previous path and backend come back after it,
+        also when the block raises."""
+        saved = [(m, getattr(m, "path", None), getattr(m, "backend", None)) for m in self.modules()]
+        self.configure(path=path, backend=backend)
+        try:
+            yield self
+        finally:
+            for module, old_path, old_backend in saved:
+                if isinstance(module, MixerBase):
+                    module.path = old_path
+                if hasattr(module, "backend"):
+                    module.backend = old_backend
 
     def forward(self, input_ids: Tensor, cache: list[LayerCache] | None = None) -> Tensor:
         if input_ids.dim() != 2:

@@ -10,7 +10,7 @@ from perfmamba.pruning.api import CalibrationWarning, calibration_tokens, prune_
 from perfmamba.pruning.calibration import CalibrationStats, LayerStats, NoSSMLayersError, calibrate
 from perfmamba.pruning.config import (
     ALLOCATIONS,
-    MODES,
+    PRUNE_MODES,
     PruneConfig,
     kept_count,
     legal_multiple,
@@ -18,11 +18,11 @@ from perfmamba.pruning.config import (
     resolve_multiple,
 )
 from perfmamba.pruning.criteria import CRITERIA, criteria_for, score
-from perfmamba.pruning.report import LayerReport, PruneReport
+from perfmamba.pruning.record import LayerReport, PruneReport
 from perfmamba.pruning.surgery import apply
 
 __all__ = [
-    "ALLOCATIONS", "CRITERIA", "MODES", "CalibrationStats", "CalibrationWarning", "LayerReport", "LayerStats",
+    "ALLOCATIONS", "CRITERIA", "PRUNE_MODES", "CalibrationStats", "CalibrationWarning", "LayerReport", "LayerStats",
     "NoSSMLayersError",
     "PruneConfig", "PruneReport", "allocate", "apply", "calibrate", "calibration_tokens", "criteria_for",
     "global_counts", "kept_count", "legal_multiple", "parse_multiple", "prune_checkpoint", "prune_states",

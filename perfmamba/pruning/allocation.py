@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor
 
-from perfmamba.pruning.config import _EPS, ALLOCATIONS, check_multiple, check_ratio, kept_count
+from perfmamba.pruning.config import _EPS, _kept_count, check_allocation
 
 
 def top_states(scores: Tensor, k: int) -> Tensor:
@@ -81,10 +81,7 @@ def allocate(
 ) -> list[Tensor]:
     """Kept state indices per layer, (ngroups, k_l) long sorted, from per-layer scores (ngroups, N_l).
     `legal`: the kernels' smallest multiple (`legal_multiple`), the floor of "pow2" rounding."""
-    check_ratio(ratio)
-    check_multiple(multiple)
-    if allocation not in ALLOCATIONS:
-        raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
+    check_allocation(ratio, allocation, multiple, min_states)
     if not scores:
         raise ValueError("no layers to allocate states to (empty score list)")
     for i, s in enumerate(scores):
@@ -94,11 +91,9 @@ def allocate(
         counts = []
         for i, s in enumerate(scores):
             try:
-                counts.append(kept_count(s.shape[1], ratio, multiple, min_states, legal))
+                counts.append(_kept_count(s.shape[1], ratio, multiple, min_states, legal))
             except ValueError as e:
                 raise ValueError(f"layer {i}: {e}") from None
     else:
-        if multiple == "pow2":
-            raise ValueError("multiple='pow2' works with allocation='uniform' only; give an integer multiple")
         counts = global_counts(scores, ratio, min_states, int(multiple))
     return [top_states(s, k) for s, k in zip(scores, counts)]

@@ -13,13 +13,14 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from perfmamba.checks import check_at_least, check_choice, check_in_range
 from perfmamba.models.config import ModelConfig
-from perfmamba.pruning.criteria import CRITERIA
+from perfmamba.pruning.criteria import get_criterion
 
 Allocation = Literal["uniform", "global"]
 Mode = Literal["remove", "mask"]
 ALLOCATIONS: tuple[str, ...] = ("uniform", "global")
-MODES: tuple[str, ...] = ("remove", "mask")
+PRUNE_MODES: tuple[str, ...] = ("remove", "mask")
 # Floating-point guard for floor(N * (1 - r)): 10 * (1 - 0.9) is 0.9999999999999998.
 _EPS = 1e-9
 
@@ -57,29 +58,16 @@ class PruneConfig:
     max_batches: int | None = None
 
     def __post_init__(self) -> None:
-        check_ratio(self.ratio)
-        if self.criterion not in CRITERIA:
-            raise ValueError(f"unknown criterion {self.criterion!r}; choose one of: {', '.join(CRITERIA)}")
-        if self.allocation not in ALLOCATIONS:
-            raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {self.allocation!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if not isinstance(self.min_states, int) or self.min_states < 1:
-            raise ValueError(f"min_states must be an integer >= 1 (a layer needs a state), got {self.min_states!r}")
-        check_multiple(self.multiple)
-        if self.multiple == "pow2" and self.allocation != "uniform":
-            raise ValueError("multiple='pow2' works with allocation='uniform' only (global allocation ranks blocks "
-                             "of equal size); give an integer multiple instead")
+        check_allocation(self.ratio, self.allocation, self.multiple, self.min_states)
+        get_criterion(self.criterion)
+        check_choice("mode", self.mode, PRUNE_MODES)
         for name in ("batch_size", "seq_len"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if self.max_batches is not None and (not isinstance(self.max_batches, int) or self.max_batches < 1):
-            raise ValueError(f"max_batches must be None or an integer >= 1, got {self.max_batches!r}")
+            check_at_least(name, getattr(self, name))
+        check_at_least("max_batches", self.max_batches, optional=True)
 
 
 def check_ratio(ratio: float) -> None:
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
-        raise ValueError(f"ratio must be in [0, 1), got {ratio!r}")
+    check_in_range("ratio", ratio, 0.0, 1.0)
 
 
 def check_multiple(multiple: int | str | None) -> None:
@@ -87,6 +75,19 @@ def check_multiple(multiple: int | str | None) -> None:
         return
     if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
         raise ValueError(f"multiple must be None, 'pow2' or an integer >= 1, got {multiple!r}")
+
+
+def check_allocation(ratio: float, allocation: str = "uniform", multiple: int | str | None = None,
+                     min_states: int = 1) -> None:
+    """The rules of an allocation, in one place: the ratio, the allocation's name, the multiple (and "pow2" with
+    uniform allocation only) and `min_states`."""
+    check_ratio(ratio)
+    check_choice("allocation", allocation, ALLOCATIONS)
+    check_multiple(multiple)
+    if multiple == "pow2" and allocation != "uniform":
+        raise ValueError("multiple='pow2' works with allocation='uniform' only (global allocation ranks blocks "
+                         "of equal size); give an integer multiple instead")
+    check_at_least("min_states", min_states, why=" (a layer needs a state)")
 
 
 def parse_multiple(text: str | None) -> int | str | None:
@@ -131,8 +132,11 @@ def kept_count(d_state: int, ratio: float, multiple: int | str = 1, min_states: 
     below `legal` (`legal_multiple`: a power of two, so the result stays a size the kernels accept).
 
     Raises if that leaves fewer than `min_states` (with min_states=1: zero states) before rounding up."""
-    check_ratio(ratio)
-    check_multiple(multiple)
+    check_allocation(ratio, "uniform", multiple, min_states)
+    return _kept_count(d_state, ratio, multiple, min_states, legal)
+
+
+def _kept_count(d_state: int, ratio: float, multiple: int | str, min_states: int, legal: int) -> int:
     k = math.floor(d_state * (1.0 - ratio) + _EPS)
     if k < min_states:
         worst = 1.0 - min_states / d_state

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from perfmamba.checks import check_choice
 from perfmamba.pruning import layout
 from perfmamba.pruning.calibration import mixers_of
-from perfmamba.pruning.config import MODES
+from perfmamba.pruning.config import PRUNE_MODES
 
 
 def check_kept(model: nn.Module, kept: list[Tensor]) -> None:
@@ -37,8 +38,7 @@ def apply(model: nn.Module, kept: list[Tensor], mode: str = "remove") -> nn.Modu
     """Prune `model` in place to the states in `kept` (per layer (ngroups, k), sorted) and return it.
 
     remove: slice the other states out (d_state becomes k per layer; `model.config` follows). mask: zero them."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    check_choice("mode", mode, PRUNE_MODES)
     check_kept(model, kept)
     mixers = mixers_of(model)
     for mixer, k in zip(mixers, kept):

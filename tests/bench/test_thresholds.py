@@ -3,7 +3,7 @@ import pytest
 from perfmamba.bench.cases import GRIDS, Case
 from perfmamba.bench.thresholds import (
     ThresholdError,
-    ThresholdsError,
+    ThresholdsFileError,
     assert_kernel_error,
     assert_plugin_slowdown,
     assert_rule,
@@ -59,7 +59,7 @@ def test_gate_processes_per_device_class():
 
 
 def test_unknown_device_class_lists_the_known_ones():
-    with pytest.raises(ThresholdsError, match=r"no thresholds for device class 'a100'; it has: cpu, h100, h200"):
+    with pytest.raises(ThresholdsFileError, match=r"no thresholds for device class 'a100'; it has: cpu, h100, h200"):
         load_thresholds("a100")
 
 
@@ -82,16 +82,16 @@ def test_unknown_device_class_lists_the_known_ones():
 ])
 def test_malformed_thresholds_are_rejected(doc, message):
     # Every section is validated, not just the one in use: a typo must fail on any machine.
-    with pytest.raises(ThresholdsError, match=message):
+    with pytest.raises(ThresholdsFileError, match=message):
         parse_thresholds(doc, "cpu")
 
 
 def test_junk_files_are_rejected(tmp_path):
     junk = tmp_path / "t.toml"
     junk.write_text("[cpu\nkernel_max_rel_error = ")
-    with pytest.raises(ThresholdsError, match="not valid TOML"):
+    with pytest.raises(ThresholdsFileError, match="not valid TOML"):
         load_thresholds("cpu", junk)
-    with pytest.raises(ThresholdsError, match="no such thresholds file"):
+    with pytest.raises(ThresholdsFileError, match="no such thresholds file"):
         load_thresholds("cpu", tmp_path / "missing.toml")
 
 

@@ -20,7 +20,7 @@ from perfmamba.gate import (
     load_thresholds_file,
 )
 from perfmamba.gate.compare import rename_hints
-from perfmamba.gate.report import nothing_compared, to_markdown, to_text
+from perfmamba.gate.render import nothing_compared, to_markdown, to_text
 from perfmamba.results import ResultsFileError, write_json
 
 

@@ -174,3 +174,18 @@ def test_mamba1_fused_path_gets_xz_in_the_kernels_layout(bias):
     xz = mixer._xz_for_kernel(hidden)
     assert xz.shape == (3, mixer.in_proj.out_features, 7) and xz.stride(-1) == 1
     torch.testing.assert_close(xz, mixer.in_proj(hidden).transpose(1, 2), rtol=1e-5, atol=1e-6)
+
+
+def test_configured_restores_every_path_and_backend():
+    model = perfmamba.build_model("mamba2-tiny")
+    model.configure(path="unfused", backend="reference")
+    model.mixers[0].backend = "auto"  # one layer set apart: restored as it was, not to the model's setting
+    with model.configured(path="auto", backend="cuda") as configured:
+        assert configured is model
+        assert all(m.path == "auto" and m.backend == "cuda" for m in model.mixers)
+        assert model.backbone.norm_f.backend == "cuda"
+    assert [m.backend for m in model.mixers] == ["auto"] + ["reference"] * (len(model.mixers) - 1)
+    assert all(m.path == "unfused" for m in model.mixers) and model.backbone.norm_f.backend == "reference"
+    with pytest.raises(ValueError, match="path must be one of"), model.configured(path="fast"):
+        pass
+    assert all(m.path == "unfused" for m in model.mixers)

@@ -57,7 +57,7 @@ def test_report_file_round_trip_and_heatmap(tmp_path):
 
 def test_prune_checkpoint_job(tmp_path):
     """What `perfmamba prune` runs: preset or checkpoint in, pruned checkpoint + report out."""
-    pytest.importorskip("perfmamba.eval.data")
+    pytest.importorskip("perfmamba.data.corpus")
     text = tmp_path / "calib.txt"
     text.write_bytes(bytes(range(256)) * 8)
     report = prune_checkpoint("mamba2-tiny", tmp_path / "out", ratio=0.5, criterion="contribution",
@@ -82,7 +82,7 @@ def test_calibration_specs(tmp_path):
         calibration_tokens(str(tmp_path / "bad.pt"), word_cfg)
     with pytest.raises(FileNotFoundError, match="no such file"):
         calibration_tokens(str(tmp_path / "missing.pt"), word_cfg)
-    pytest.importorskip("perfmamba.eval.data")
+    pytest.importorskip("perfmamba.data.corpus")
     (tmp_path / "t.txt").write_bytes(b"hello world, " * 40)
     ids = calibration_tokens(str(tmp_path / "t.txt"), byte_cfg, tokens=64)
     assert ids.tolist() == list(b"hello world, " * 5)[:64]

@@ -1,4 +1,4 @@
-"""The pruning report: what was kept and what it saved, as a result file and a heatmap."""
+"""The record of a pruning run: what was kept and what it saved, as a result file and a heatmap."""
 
 from __future__ import annotations
 

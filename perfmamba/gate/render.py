@@ -7,7 +7,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 
-from perfmamba.gate.compare import Comparison, Row
+from perfmamba.gate.comparison import Comparison, Row
 
 _MARK = {"regressed": "🔴", "improved": "🟢", "unchanged": "⚪", "inconclusive": "🟡", "not assessed": "❔"}
 # GitHub rejects comments over 65,536 characters; the rows of a large sweep are cut well before that.
