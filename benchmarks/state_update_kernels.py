@@ -116,9 +116,13 @@ def kernel_section(args, device, bandwidth: float) -> list[dict]:
             (a0, kw0), (a1, kw1) = inputs.values()
             a1[0].copy_(a0[0])
             y0, y1 = fns[args.baseline](), fns["triton"]()
-            torch.testing.assert_close(y1, y0, rtol=1e-2, atol=5e-2)
+            diff = (y1.float() - y0.float()).abs()
+            agree = bool((diff <= 5e-2 + 1e-2 * y0.float().abs()).all())  # mamba-ssm's bf16 tolerance
+            if not agree:
+                log(f"MISMATCH kernel {name} N'={n}: triton and {args.baseline} differ by up to {diff.max():.3g}")
             samples = time_interleaved(fns, device, rounds=args.rounds, warmup=args.warmup)
-            entry = {"shape": name, "dstate": n, "mamba1": mamba1,
+            entry = {"shape": name, "dstate": n, "mamba1": mamba1, "outputs_agree": agree,
+                     "max_abs_diff": diff.max().item(),
                      **{b: bound_entry(inputs[b][0], s, bandwidth) for b, s in samples.items()},
                      "speedup": paired_ratio(samples[args.baseline], samples["triton"])}
             rows.append(entry)

@@ -25,7 +25,7 @@ def test_quick_run_writes_every_section(tmp_path):
     assert doc["kind"] == "state_update_kernels" and "git_commit" in doc["environment"]
     assert doc["copy"]["bandwidth_Bps"] > 0
     assert [(r["shape"], r["dstate"]) for r in doc["kernel"]] == [("tiny", 24), ("tiny", 13), ("mamba1-130m", 5)]
-    assert all(r["triton"]["median_s"] > 0 and r["speedup"] > 0 for r in doc["kernel"])
+    assert all(r["triton"]["median_s"] > 0 and r["speedup"] > 0 and r["outputs_agree"] for r in doc["kernel"])
     assert {(r["variant"], r["backend"]) for r in doc["model"]} == {
         (v, b) for v in ("dense N=32", "uniform N'=20", "global r=0.5") for b in ("reference", "triton", "fastest")}
     uniform = next(r for r in doc["model"] if r["variant"] == "uniform N'=20")
