@@ -207,7 +207,8 @@ def quality(out: Path, preset: str, *, criteria: tuple[str, ...] = QUALITY_CRITE
     `backend` ("reference", "cuda"; default: the ops' auto choice) scores with those ops. "reference" suits
     Mamba-2 on a GPU: layer-adaptive pruning gives every layer its own N', and mamba-ssm's Triton kernels would
     compile and autotune afresh for each (a minute apiece); perplexity does not depend on the kernels."""
-    from perfmamba.eval import load_corpus, perplexity, trained_model
+    from perfmamba.data import load_corpus
+    from perfmamba.eval import perplexity, trained_model
     from perfmamba.pruning import calibrate, prune_states
 
     out.mkdir(parents=True, exist_ok=True)

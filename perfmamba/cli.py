@@ -89,7 +89,8 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
 
 @_command("prune")
 def _prune(args: argparse.Namespace) -> int:
-    from perfmamba.pruning import CalibrationWarning, parse_multiple, prune_checkpoint
+    from perfmamba.pruning import CalibrationWarning, prune_checkpoint
+    from perfmamba.pruning.config import parse_multiple
 
     warnings.simplefilter("ignore", CalibrationWarning)  # the summary prints it, beside the numbers it qualifies
 

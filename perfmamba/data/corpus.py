@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from perfmamba.checks import check_at_least, check_in_range
 from perfmamba.data.tokenizer import Tokenizer, load_tokenizer
 
 STDLIB = "stdlib"
@@ -157,10 +158,8 @@ def load_corpus(
     `max_bytes` caps how much is read (whole files, in order; default: STDLIB_MAX_BYTES for the stdlib corpus,
     everything for a path given). Raises FileNotFoundError for a missing path, ValueError for an empty corpus.
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    if max_bytes is not None and max_bytes < 1:
-        raise ValueError(f"max_bytes must be >= 1 or None, got {max_bytes}")
+    check_in_range("val_fraction", val_fraction, 0.0, 1.0, closed="()")
+    check_at_least("max_bytes", max_bytes, integer=False, optional=True)
     tok = load_tokenizer(tokenizer)
     if path is None or str(path) == STDLIB:
         root = stdlib_root()

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 from perfmamba.data.corpus import Corpus, load_corpus
-from perfmamba.eval.train import TrainConfig, is_complete, train, train_config
+from perfmamba.eval.recipe import TrainConfig, train_config
+from perfmamba.eval.train import is_complete, train
 from perfmamba.outputs import locked
 
 CACHE_ENV = "PERFMAMBA_CACHE"

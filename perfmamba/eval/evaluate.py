@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from perfmamba.checks import check_at_least, check_choice
 from perfmamba.data.corpus import SPLITS, STDLIB, load_corpus
 from perfmamba.data.tokenizer import check_vocab, load_tokenizer
 from perfmamba.eval.perplexity import (
@@ -55,12 +56,9 @@ def evaluate(
     first that many tokens of the split. `device`: None or "auto" loads a checkpoint or preset onto the GPU
     when there is one (a model object stays where it is unless a device is named).
     """
-    if split not in ("auto", *SPLITS):
-        raise ValueError(f"split must be one of {('auto', *SPLITS)}, got {split!r}")
-    if seq_len < 2:
-        raise ValueError(f"seq_len must be >= 2, got {seq_len}")
-    if max_tokens is not None and max_tokens < 2:
-        raise ValueError(f"max_tokens must be >= 2 or None, got {max_tokens}")
+    check_choice("split", split, ("auto", *SPLITS))
+    check_at_least("seq_len", seq_len, 2, integer=False)
+    check_at_least("max_tokens", max_tokens, 2, integer=False, optional=True)
     tok = load_tokenizer(tokenizer)
     if isinstance(model, (str, os.PathLike)):
         from perfmamba.models import get_model

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from perfmamba.checks import check_at_least
+
 DEFAULT_SEQ_LEN = 512
 DEFAULT_BATCH_SIZE = 8
 
@@ -93,13 +95,11 @@ def perplexity(
     Runs on `device` (default: where the model's parameters are); progress bar on a terminal unless
     `progress=False`.
     """
-    if seq_len < 2:
-        raise ValueError(f"seq_len must be >= 2, got {seq_len}")
+    check_at_least("seq_len", seq_len, 2, integer=False)
     stride = seq_len if stride is None else stride
     if not 1 <= stride <= seq_len:
         raise ValueError(f"stride must be in [1, seq_len={seq_len}], got {stride}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_at_least("batch_size", batch_size, integer=False)
     if tokens.dim() != 1:
         raise ValueError(f"tokens must be a 1-D tensor of token ids, got shape {tuple(tokens.shape)}")
     if tokens.numel() < 2:

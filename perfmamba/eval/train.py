@@ -14,7 +14,6 @@ Ctrl-C / SIGTERM.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 import shutil
@@ -23,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,117 +32,13 @@ from torch import Tensor
 
 from perfmamba.data.corpus import Corpus, load_corpus
 from perfmamba.eval.perplexity import perplexity, resolve_device
+from perfmamba.eval.recipe import TrainConfig, batch_at, learning_rate, param_groups
 from perfmamba.outputs import OutputError, check_directory, replacing_directory, sigterm_interrupts
 from perfmamba.results import read_json, write_json
 
 STATE_FILE = "train_state.pt"
 LOG_FILE = "training.json"
 LOG_KIND = "training"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that decides the trained weights (the device aside). Defaults suit the tiny CPU presets."""
-
-    preset: str = "mamba1-tiny"
-    steps: int = 300
-    batch_size: int = 8
-    seq_len: int = 256
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1  # the cosine schedule ends at lr * min_lr_ratio
-    warmup_steps: int = 30
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    seed: int = 0
-    data: str | None = None  # a corpus path; None: the stdlib corpus
-    max_bytes: int | None = None  # cap on the corpus read (None: load_corpus's default)
-    eval_tokens: int = 32768  # validation tokens scored at the end (0: all of them)
-    eval_seq_len: int = 512
-    checkpoint_every: int = 50
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.seq_len < 2 or self.eval_seq_len < 2:
-            raise ValueError(f"seq_len and eval_seq_len must be >= 2, got {self.seq_len} and {self.eval_seq_len}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.warmup_steps < 0 or self.eval_tokens < 0:
-            raise ValueError(f"warmup_steps and eval_tokens must be >= 0, got {self.warmup_steps}, {self.eval_tokens}")
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
-
-
-# Measured on a 2-core CPU (torch 2.13, reference ops, 2048 tokens a step), idle, 2026-12-01: mamba1-tiny
-# 1.55 s/step and mamba2-tiny 0.19 s/step (an earlier run, docs/results/cpu.md, had mamba1-tiny at ~0.45 s/step;
-# the difference is not explained yet). 300 and 500 steps reach validation perplexity 3.86 and 3.37 (uniform:
-# 256; unigram: 22.4). Shorter runs are far worse: the loss is still falling.
-TRAIN_PRESETS: dict[str, TrainConfig] = {
-    "mamba1-tiny": TrainConfig(preset="mamba1-tiny", steps=300),
-    "mamba2-tiny": TrainConfig(preset="mamba2-tiny", steps=500),
-    # GPU recipes: 16k tokens a step over the whole stdlib corpus (~8.8 MB; 4 MiB would be repeated ~4 times).
-    # Measured on an H100 with the reference ops (bf16 autocast): mamba2-small 0.19 s/step (loss 0.71 nats at
-    # step 555), mamba1-small 0.56 s/step (its sequential reference scan; mamba-ssm's kernel is far faster).
-    "mamba1-small": TrainConfig(
-        preset="mamba1-small", steps=1000, batch_size=32, seq_len=512, lr=2e-3, warmup_steps=100,
-        max_bytes=64 << 20, eval_tokens=262144, checkpoint_every=100,
-    ),
-    "mamba2-small": TrainConfig(
-        preset="mamba2-small", steps=1000, batch_size=32, seq_len=512, lr=2e-3, warmup_steps=100,
-        max_bytes=64 << 20, eval_tokens=262144, checkpoint_every=100,
-    ),
-}
-
-
-def train_config(preset: str, **overrides: Any) -> TrainConfig:
-    """The default training recipe of `preset`, with `overrides` (None values are ignored)."""
-    if preset not in TRAIN_PRESETS:
-        raise ValueError(f"no training recipe for preset {preset!r}; choose one of: {', '.join(TRAIN_PRESETS)}")
-    return TRAIN_PRESETS[preset].replace(**{k: v for k, v in overrides.items() if v is not None})
-
-
-def learning_rate(config: TrainConfig, step: int) -> float:
-    """Linear warmup to `lr`, then a cosine decay to lr * min_lr_ratio at the last step."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    span = max(1, config.steps - config.warmup_steps - 1)
-    progress = min(1.0, (step - config.warmup_steps) / span)
-    floor = config.lr * config.min_lr_ratio
-    return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def batch_at(tokens: Tensor, config: TrainConfig, step: int) -> Tensor:
-    """The (batch_size, seq_len + 1) windows of step `step`: random starts from a generator seeded by
-    (seed, step), so the batch does not depend on what ran before (resuming needs no generator state)."""
-    n = tokens.numel()
-    if n < config.seq_len + 1:
-        raise ValueError(f"the training split has {n} tokens, fewer than seq_len + 1 = {config.seq_len + 1}")
-    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-    starts = torch.randint(0, n - config.seq_len, (config.batch_size,), generator=gen)
-    index = starts[:, None] + torch.arange(config.seq_len + 1)
-    return tokens[index.to(tokens.device)]
-
-
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    # Decay matrices only; A_log and D are parameters of the dynamics (mamba-ssm marks them
-    # _no_weight_decay), and norms and biases are offsets.
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        leaf = name.rsplit(".", 1)[-1]
-        if p.dim() < 2 or leaf in ("A_log", "D") or getattr(p, "_no_weight_decay", False):
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def training_summary(out: str | os.PathLike) -> dict[str, Any]:
@@ -293,7 +188,7 @@ def _train(config, out: Path, device, corpus, progress, on_step) -> Path:
         )
     vocab = model.config.vocab_size
     optimizer = torch.optim.AdamW(
-        _param_groups(model, config.weight_decay), lr=config.lr, betas=(config.beta1, config.beta2),
+        param_groups(model, config.weight_decay), lr=config.lr, betas=(config.beta1, config.beta2),
         fused=device.type == "cuda",
     )
     done, losses, elapsed = 0, [], 0.0

@@ -17,8 +17,7 @@ from perfmamba.ops import _cuda
 from perfmamba.ops.registry import register, resolve
 
 # Time steps whose decays and inputs are materialised at once: bounds the extra memory to
-# 2 * b * d * N * CHUNK floats (6 MiB each at d=1536, N=16) at any L. On a 2-core CPU (b=1, d=1536, N=16,
-# L=4096, fp32) 32-128 are equally fast (~0.26 s), 256-512 slower (~0.30 s: the chunk falls out of cache).
+# 2 * b * d * N * CHUNK floats at any L; the size that stays in cache (docs/results/constants.md).
 CHUNK = 64
 
 

@@ -7,17 +7,8 @@ import torch
 
 from perfmamba.data.corpus import load_corpus
 from perfmamba.eval.cache import trained_model_dir
-from perfmamba.eval.train import (
-    LOG_FILE,
-    LOG_KIND,
-    STATE_FILE,
-    TrainConfig,
-    batch_at,
-    learning_rate,
-    train,
-    train_config,
-    unigram_perplexity,
-)
+from perfmamba.eval.recipe import TrainConfig, batch_at, learning_rate, train_config
+from perfmamba.eval.train import LOG_FILE, LOG_KIND, STATE_FILE, train, unigram_perplexity
 from perfmamba.models import load_model
 from perfmamba.results import read_json
 

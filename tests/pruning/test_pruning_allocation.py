@@ -8,7 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from perfmamba.models import ModelConfig
-from perfmamba.pruning import PruneConfig, allocate, global_counts, kept_count, legal_multiple, resolve_multiple
+from perfmamba.pruning import PruneConfig, allocate
+from perfmamba.pruning.allocation import global_counts
+from perfmamba.pruning.config import kept_count, legal_multiple, resolve_multiple
 
 
 def scores_strategy():

@@ -4,7 +4,8 @@ import pytest
 
 from perfmamba import cli
 from perfmamba.models import load_model
-from perfmamba.pruning import PruneReport, parse_multiple
+from perfmamba.pruning import PruneReport
+from perfmamba.pruning.config import parse_multiple
 
 
 def test_prune_command_writes_checkpoint_and_report(tmp_path, capsys):
