@@ -7,17 +7,19 @@ long they ran.
   (`classify_kernel`), and its GEMMs by the shapes of the launching op (`gemm_key`): in_proj, x_proj and
   out_proj are one cuBLAS kernel name each. Layout copies and casts between its kernels are "copies":
   `mamba_inner_fn` transposes activations between its kernels, and that time is real.
-- `graph_attribution` does the same for a call replayed from a CUDA graph, where no range survives: the
-  kernels of an eager run, in launch order, name the components of the replay's kernels.
+- `graph_attribution` does the same for a call replayed from a CUDA graph, where no range survives: the capture
+  puts a marker kernel at each span's start and end, and the replay's kernels between them are the span's.
 A kernel record named like the op that holds it is that op's own span on the device (the GPU side of a
 `record_function` range), not a kernel: counting it would count its kernels twice.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import re
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -69,7 +71,8 @@ class KernelAttribution:
     time of work outside every span; `busy` is their total: the time the device was actually working.
     `kernels` counts the kernels (or operators) seen, per run. `unclassified` names the fused mixer's kernels
     that no class claimed ("launching op: kernel" -> seconds per run, the largest ten). `samples` holds, where
-    the runs could be told apart (graph replays), each component's time per run."""
+    the runs could be told apart (graph replays), each component's time per run. `wall` is the traced runs' own
+    time: busy / wall compares kernels with the span they ran in, not with rounds timed at another moment."""
 
     components: dict[str, float]
     other: float
@@ -78,7 +81,7 @@ class KernelAttribution:
     unit: str  # "device" (kernel time) or "cpu" (operator self time)
     unclassified: dict[str, float] = field(default_factory=dict)
     samples: dict[str, list[float]] = field(default_factory=dict)
-    note: str | None = None
+    wall: float | None = None  # CUDA: seconds per run between events around the traced runs, which bracket them
 
 
 def _enclosing_component(event) -> str | None:
@@ -157,13 +160,20 @@ def profile_runs(fn: Callable[[], object], device: torch.device, runs: int,
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.synchronize(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     with torch.profiler.profile(activities=_activities(cuda), record_shapes=bool(gemm_names)) as prof, \
             tracing(record_functions):
+        if cuda:
+            start.record()
         for _ in range(runs):
             fn()
         if cuda:
+            end.record()
             torch.cuda.synchronize(device)
-    return kernel_attribution(prof.events(), runs, device_time=cuda, gemm_names=gemm_names)
+    attribution = kernel_attribution(prof.events(), runs, device_time=cuda, gemm_names=gemm_names)
+    if cuda:
+        attribution = dataclasses.replace(attribution, wall=start.elapsed_time(end) / 1e3 / runs)
+    return attribution
 
 
 def split_fused(attribution: dict[str, float], gemm_shares: dict[str, float]) -> dict[str, float]:
@@ -187,49 +197,59 @@ def split_fused(attribution: dict[str, float], gemm_shares: dict[str, float]) ->
     return out
 
 
-# CUDA graphs ----------------------------------------------------------------------------------------------------------
-def launch_order(events: Iterable) -> list[tuple[str, str]]:
-    """(kernel name, component) of every kernel in a profiled eager run, in launch order (one stream runs them in
-    that order); outside every range the component is "other"."""
-    cpu = [e for e in events if not getattr(e, "is_async", False)
-           and e.device_type == torch.autograd.DeviceType.CPU and _own_kernels(e)]
-    cpu.sort(key=lambda e: e.time_range.start)
-    return [(k.name, _enclosing_component(e) or OTHER) for e in cpu for k in _own_kernels(e)]
+# CUDA graphs ----------------------------------------------------------------------------------------------------
+# No range survives into a graph replay, and an eager trace links only some kernels to their range (mamba-ssm's
+# Triton state update, launched outside any torch op, is linked to none). So the capture itself marks the spans: a
+# no-op kernel (torch.cuda._sleep(0), "spin_kernel") at every span's start and end, in stream order with the
+# component's kernels. The markers' own few microseconds are outside every component, and the call's total time is
+# timed from a graph without them.
+MARKER = re.compile(r"spin_kernel")
 
 
-def match_replays(order: Sequence[tuple[str, str]], kernels: Sequence[tuple[str, float]], runs: int,
-                  ) -> KernelAttribution:
-    """Attribute the kernels of `runs` graph replays ((name, microseconds), in time order) to the components of
-    the eager `order`: the k-th kernel of a name in a replay is the k-th of that name in the eager run. Kernels
-    the eager run did not launch (or launched fewer times) count as "other", and `note` says how many."""
+class _Marks:
+    """Tracer for a capture: a marker kernel at each span's start and end, and their order on the host."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []  # ("enter" | "exit", component)
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self.events.append(("enter", name))
+        torch.cuda._sleep(0)
+        try:
+            yield
+        finally:
+            self.events.append(("exit", name))
+            torch.cuda._sleep(0)
+
+
+def split_by_markers(marks: Sequence[tuple[str, str]], kernels: Sequence[tuple[str, float]], runs: int,
+                     ) -> KernelAttribution:
+    """Attribute the kernels of `runs` marked replays ((name, microseconds), in time order) to the innermost span
+    open between the markers (`marks`, the spans entered and left during the capture); outside every span they
+    are "other". Raises RuntimeError when the markers in the replay are not the capture's."""
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
-    by_name: dict[str, list[str]] = defaultdict(list)
-    for name, component in order:
-        by_name[name].append(component)
-    per_run = len(kernels) // runs if len(kernels) % runs == 0 else None
+    found = sum(bool(MARKER.search(name)) for name, _ in kernels)
+    if found != len(marks) * runs:
+        raise RuntimeError(f"{found} span markers in {runs} replays, the capture placed {len(marks)} per call")
     samples: dict[str, list[float]] = defaultdict(lambda: [0.0] * runs)
-    unmatched = 0
-    seen: Counter[str] = Counter()
-    for i, (name, us) in enumerate(kernels):
-        run = i // per_run if per_run else min(runs - 1, i * runs // max(len(kernels), 1))
-        if per_run and i % per_run == 0:
-            seen.clear()
-        index, seen[name] = seen[name], seen[name] + 1
-        components = by_name.get(name, [])
-        component = components[index] if index < len(components) else OTHER
-        unmatched += index >= len(components)
-        samples[component][run] += us * 1e-6
+    stack: list[str] = []
+    seen, count = 0, 0
+    for name, us in kernels:
+        if MARKER.search(name):
+            kind, component = marks[seen % len(marks)]
+            stack.append(component) if kind == "enter" else stack.pop()
+            seen += 1
+            continue
+        samples[stack[-1] if stack else OTHER][min(seen // len(marks), runs - 1) if marks else 0] += us * 1e-6
+        count += 1
     samples.pop(L2_FLUSH, None)
     other = samples.pop(OTHER, [0.0] * runs)
     mean = {name: sum(v) / runs for name, v in samples.items()}
-    note = None
-    if unmatched or per_run != len(order):
-        note = (f"{unmatched} of {len(kernels)} replayed kernels had no eager counterpart (counted as other); "
-                f"eager run: {len(order)} kernels, replay: {len(kernels) / runs:g} per call")
     return KernelAttribution(
         components=mean, other=sum(other) / runs, busy=sum(mean.values()) + sum(other) / runs,
-        kernels=len(kernels) / runs, unit="device", samples={**samples, OTHER: other}, note=note,
+        kernels=count / runs, unit="device", samples={**samples, OTHER: other},
     )
 
 
@@ -237,20 +257,14 @@ def graph_attribution(fn: Callable[[], object], device: torch.device, runs: int,
                       flush: Callable[[], None] | None = None) -> KernelAttribution:
     """Device time per component of `fn` replayed from a CUDA graph, `runs` replays under the profiler (each
     after `flush`, the L2 flush the timers run, which is then left out). `fn` must be warmed up already."""
-    def call() -> None:
+    marks = _Marks()
+    graph = torch.cuda.CUDAGraph()
+    torch.cuda.synchronize(device)
+    with torch.cuda.graph(graph), tracing(marks):
         if flush is not None:
-            with record_functions(L2_FLUSH):
+            with marks(L2_FLUSH):
                 flush()
         fn()
-
-    torch.cuda.synchronize(device)
-    with torch.profiler.profile(activities=_activities(True)) as prof, tracing(record_functions):
-        call()
-        torch.cuda.synchronize(device)
-    order = launch_order(prof.events())
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        call()
     graph.replay()  # the first replay uploads the graph
     torch.cuda.synchronize(device)
     with torch.profiler.profile(activities=_activities(True)) as prof:
@@ -260,4 +274,4 @@ def graph_attribution(fn: Callable[[], object], device: torch.device, runs: int,
     cuda = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
             and not e.name.startswith(RANGE_PREFIX)]
     cuda.sort(key=lambda e: e.time_range.start)
-    return match_replays(order, [(e.name, e.time_range.elapsed_us()) for e in cuda], runs)
+    return split_by_markers(marks.events, [(e.name, e.time_range.elapsed_us()) for e in cuda], runs)

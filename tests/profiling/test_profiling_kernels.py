@@ -1,5 +1,5 @@
 """Kernel attribution from profiler traces: kernel classes, the innermost range, GEMMs told apart by their
-shapes, the device side of a range not counted twice, and graph replays matched to the eager launch order."""
+shapes, the device side of a range not counted twice, and graph replays split by the capture's span markers."""
 
 import dataclasses
 from types import SimpleNamespace
@@ -14,8 +14,8 @@ from perfmamba.profiling.kernels import (
     classify_kernel,
     gemm_key,
     kernel_attribution,
-    match_replays,
     profile_runs,
+    split_by_markers,
     split_fused,
 )
 from perfmamba.profiling.measure import gemm_names
@@ -147,19 +147,23 @@ def test_gemm_names_cover_every_projection_and_drop_shared_shapes():
     assert sorted(gemm_names(clash, tokens=100).values()) == ["in_proj", "x_proj"]  # in_proj, and dt_proj's
 
 
-def test_graph_replays_are_matched_to_the_eager_launch_order():
-    order = [("flush", L2_FLUSH), ("gemm", "in_proj"), ("scan", "ssm_scan"), ("gemm", "out_proj"), ("add", "other")]
-    replay = [("flush", 9.0), ("gemm", 4.0), ("scan", 2.0), ("gemm", 1.0), ("add", 0.5)]
-    a = match_replays(order, replay + [(n, 2 * us) for n, us in replay], runs=2)
-    assert a.components == pytest.approx({"in_proj": 6e-6, "ssm_scan": 3e-6, "out_proj": 1.5e-6})
-    assert a.samples["in_proj"] == pytest.approx([4e-6, 8e-6])
-    assert a.other == pytest.approx(0.75e-6) and a.note is None
-    assert a.busy == pytest.approx(11.25e-6)  # the flush is left out
+def test_marked_replays_attribute_kernels_to_the_innermost_open_span():
+    marks = [("enter", L2_FLUSH), ("exit", L2_FLUSH), ("enter", "in_proj"), ("exit", "in_proj"),
+             ("enter", "mixer"), ("enter", "ssm_scan"), ("exit", "ssm_scan"), ("exit", "mixer")]
+    m = ("at::cuda::(anonymous namespace)::spin_kernel(long)", 1.0)
+    replay = [m, ("amax", 9.0), m, m, ("gemm", 4.0), m, m, ("cast", 0.5), m, ("triton_update", 2.0), m,
+              ("gemm", 1.0), m, ("add", 0.25)]
+    a = split_by_markers(marks, replay + [(n, 2 * us) for n, us in replay], runs=2)
+    # self time: the cast and the last gemm ran inside "mixer" but outside "ssm_scan"; the add outside every span
+    assert a.components == pytest.approx({"in_proj": 6e-6, "mixer": 2.25e-6, "ssm_scan": 3e-6})
+    assert a.samples["ssm_scan"] == pytest.approx([2e-6, 4e-6])
+    assert a.other == pytest.approx(0.375e-6) and a.kernels == 6  # the markers left out
+    assert a.busy == pytest.approx(6e-6 + 2.25e-6 + 3e-6 + 0.375e-6)
 
 
-def test_unmatched_replay_kernels_count_as_other_and_say_so():
-    a = match_replays([("gemm", "in_proj")], [("gemm", 4.0), ("memset", 1.0)], runs=1)
-    assert a.components == pytest.approx({"in_proj": 4e-6}) and a.other == pytest.approx(1e-6)
-    assert "1 of 2 replayed kernels had no eager counterpart" in a.note
+def test_replays_whose_markers_differ_from_the_capture_are_refused():
+    marks = [("enter", "in_proj"), ("exit", "in_proj")]
+    with pytest.raises(RuntimeError, match="1 span markers in 1 replays, the capture placed 2 per call"):
+        split_by_markers(marks, [("spin_kernel", 1.0), ("gemm", 4.0)], runs=1)
     with pytest.raises(ValueError, match="runs must be >= 1"):
-        match_replays([], [], runs=0)
+        split_by_markers(marks, [], runs=0)
