@@ -97,24 +97,40 @@ def _own_kernels(event) -> list:
     return [k for k in event.kernels if k.name != event.name]
 
 
-def _fused_label(kernel_name: str, event, gemm_names: Mapping[GemmKey, str]) -> str:
-    label = classify_kernel(kernel_name, event.name)
-    if label == "gemm" and (name := gemm_names.get(gemm_key(getattr(event, "input_shapes", None)))):
-        return f"gemm:{name}"
-    return label or "other"
+def _fused_gemms(events: Iterable) -> Iterator[tuple[object, object]]:
+    """(launching event, kernel) of every GEMM kernel inside "mixer_fused", in the trace's order."""
+    for event in events:
+        if getattr(event, "is_async", False) or event.device_type != torch.autograd.DeviceType.CPU:
+            continue
+        if _enclosing_component(event) == "mixer_fused":
+            for kernel in _own_kernels(event):
+                if classify_kernel(kernel.name, event.name) == "gemm":
+                    yield event, kernel
+
+
+def fused_gemm_order(events: Iterable, gemm_names: Mapping[GemmKey, str]) -> list[str]:
+    """The projection of each fused GEMM kernel of a trace recorded with shapes, in order ("" where the shapes
+    name none): the order a trace without shapes (whose host overhead would skew its timing) is named by."""
+    return [gemm_names.get(gemm_key(getattr(event, "input_shapes", None)), "") for event, _ in _fused_gemms(events)]
 
 
 def kernel_attribution(events: Iterable, runs: int, *, device_time: bool,
-                       gemm_names: Mapping[GemmKey, str] | None = None) -> KernelAttribution:
+                       gemm_order: Sequence[str] | None = None) -> KernelAttribution:
     """Attribute a profiler's function events (`prof.events()`) to the innermost `perfmamba::` range around
     each. With `device_time` every kernel counts its device duration toward the range around the op that
     launched it; without, every CPU operator counts its self time (the CPU analogue). Divided by `runs`.
 
-    Kernels inside "mixer_fused" are kept by class under "mixer_fused/<class>" (see `classify_kernel`), GEMMs
-    whose launching op's shapes are a key of `gemm_names` under "mixer_fused/gemm:<name>"."""
+    Kernels inside "mixer_fused" are kept by class under "mixer_fused/<class>" (see `classify_kernel`). With
+    `gemm_order` (one run's `fused_gemm_order`), the n-th fused GEMM of each run is "mixer_fused/gemm:<name>",
+    where the trace holds `runs` times as many; else the GEMMs stay "mixer_fused/gemm"."""
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
-    gemm_names = gemm_names or {}
+    events = list(events)
+    names: dict[int, str] = {}
+    if gemm_order:
+        gemms = [id(kernel) for _, kernel in _fused_gemms(events)]
+        if len(gemms) == len(gemm_order) * runs:
+            names = {k: gemm_order[i % len(gemm_order)] for i, k in enumerate(gemms)}
     totals: dict[str, float] = defaultdict(float)
     unclassified: dict[str, float] = defaultdict(float)
     count = 0
@@ -126,7 +142,9 @@ def kernel_attribution(events: Iterable, runs: int, *, device_time: bool,
             for kernel in _own_kernels(event):
                 key = component or OTHER
                 if key == "mixer_fused":
-                    label = _fused_label(kernel.name, event, gemm_names)
+                    label = classify_kernel(kernel.name, event.name) or "other"
+                    if label == "gemm" and names.get(id(kernel)):
+                        label = f"gemm:{names[id(kernel)]}"
                     key = f"mixer_fused/{label}"
                     if label == "other":
                         unclassified[f"{event.name}: {kernel.name[:120]}"] += kernel.duration
@@ -153,15 +171,13 @@ def _activities(cuda: bool) -> list:
     return activities
 
 
-def profile_runs(fn: Callable[[], object], device: torch.device, runs: int,
-                 gemm_names: Mapping[GemmKey, str] | None = None) -> KernelAttribution:
-    """Run `fn` `runs` times under `torch.profiler` with a record_function range per span, and attribute the
-    trace (kernel time on CUDA, operator self time on a CPU). Shapes are recorded when `gemm_names` is given."""
+def _profiled(fn: Callable[[], object], device: torch.device, runs: int, record_shapes: bool = False):
+    """(profiler, seconds per run between CUDA events around the runs, or None on a CPU)."""
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.synchronize(device)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    with torch.profiler.profile(activities=_activities(cuda), record_shapes=bool(gemm_names)) as prof, \
+    with torch.profiler.profile(activities=_activities(cuda), record_shapes=record_shapes) as prof, \
             tracing(record_functions):
         if cuda:
             start.record()
@@ -170,10 +186,21 @@ def profile_runs(fn: Callable[[], object], device: torch.device, runs: int,
         if cuda:
             end.record()
             torch.cuda.synchronize(device)
-    attribution = kernel_attribution(prof.events(), runs, device_time=cuda, gemm_names=gemm_names)
-    if cuda:
-        attribution = dataclasses.replace(attribution, wall=start.elapsed_time(end) / 1e3 / runs)
-    return attribution
+    return prof, start.elapsed_time(end) / 1e3 / runs if cuda else None
+
+
+def profile_runs(fn: Callable[[], object], device: torch.device, runs: int,
+                 gemm_names: Mapping[GemmKey, str] | None = None) -> KernelAttribution:
+    """Run `fn` `runs` times under `torch.profiler` with a record_function range per span, and attribute the
+    trace (kernel time on CUDA, operator self time on a CPU). With `gemm_names`, one run before them records
+    shapes to name the fused GEMMs (recording shapes costs the host enough to make a GPU-bound call look
+    launch-bound: 45% busy for mamba1-130m fused at 16k tokens, so the timed runs do without)."""
+    order = None
+    if gemm_names:
+        order = fused_gemm_order(_profiled(fn, device, 1, record_shapes=True)[0].events(), gemm_names)
+    prof, wall = _profiled(fn, device, runs)
+    attribution = kernel_attribution(prof.events(), runs, device_time=device.type == "cuda", gemm_order=order)
+    return dataclasses.replace(attribution, wall=wall)
 
 
 def split_fused(attribution: dict[str, float], gemm_shares: dict[str, float]) -> dict[str, float]:

@@ -12,6 +12,7 @@ from perfmamba.models.components import span
 from perfmamba.profiling.kernels import (
     L2_FLUSH,
     classify_kernel,
+    fused_gemm_order,
     gemm_key,
     kernel_attribution,
     profile_runs,
@@ -117,21 +118,25 @@ def test_gemm_key_reads_mm_and_addmm_shapes():
 
 
 def test_fused_gemms_are_named_by_their_shapes_and_a_ranges_own_device_span_is_not_a_kernel():
-    fused = _event(RANGE_PREFIX + "mixer_fused", kernels=[(RANGE_PREFIX + "mixer_fused", 1000.0)])
-    mm = lambda shapes, us: _event("aten::mm", parent=fused, kernels=[("nvjet_tst", us)], shapes=shapes)  # noqa: E731
-    events = [
-        fused,
-        mm([[64, 8], [8, 32]], 40.0),  # in_proj
-        mm([[64, 16], [16, 4]], 30.0),  # x_proj: few FLOPs, and its time all the same
-        mm([[64, 3], [3, 5]], 10.0),  # no known shape: split by FLOPs
-    ]
-    names = {(8, 32, 64): "in_proj", (4, 16, 64): "x_proj"}
-    a = kernel_attribution(events, runs=1, device_time=True, gemm_names=names)
+    def trace(runs, shapes=True):
+        fused = _event(RANGE_PREFIX + "mixer_fused", kernels=[(RANGE_PREFIX + "mixer_fused", 1000.0)])
+        mm = lambda dims, us: _event("aten::mm", parent=fused, kernels=[("nvjet_tst", us)],  # noqa: E731
+                                     shapes=dims if shapes else None)
+        # in_proj; x_proj (few FLOPs, and its time all the same); a product of no known shape
+        return [e for _ in range(runs) for e in (fused, mm([[64, 8], [8, 32]], 40.0), mm([[64, 16], [16, 4]], 30.0),
+                                                  mm([[64, 3], [3, 5]], 10.0))]
+
+    order = fused_gemm_order(trace(1), {(8, 32, 64): "in_proj", (4, 16, 64): "x_proj"})
+    assert order == ["in_proj", "x_proj", ""]
+    a = kernel_attribution(trace(2, shapes=False), runs=2, device_time=True, gemm_order=order)
     assert a.components == pytest.approx({"mixer_fused/gemm:in_proj": 40e-6, "mixer_fused/gemm:x_proj": 30e-6,
                                           "mixer_fused/gemm": 10e-6})
     assert a.busy == pytest.approx(80e-6)  # the range's own 1000 us span is not counted
     split = split_fused(a.components, {"in_proj": 3.0, "x_proj": 1.0})
     assert split == pytest.approx({"in_proj": 47.5e-6, "x_proj": 32.5e-6})
+    # an order that does not fit the trace (another number of GEMMs) names nothing
+    b = kernel_attribution(trace(2, shapes=False), runs=2, device_time=True, gemm_order=order[:2])
+    assert b.components == pytest.approx({"mixer_fused/gemm": 80e-6})
 
 
 def test_gemm_names_cover_every_projection_and_drop_shared_shapes():
