@@ -228,9 +228,10 @@ class PointMeasurement:
         r.busy_s = attribution.busy
         r.unclassified_kernels = attribution.unclassified
         if attribution.unit == "device" and r.time_s:
-            # Against the traced runs' own span: rounds timed at another moment ran at other clocks (at the
-            # largest points the kernels of a back-to-back profiler pass summed to 1.06x the timed rounds' median).
-            r.busy_fraction = attribution.busy / (attribution.wall or r.time_s)
+            # Against the untraced call, the user's: the profiler's own host cost would make GPU-bound calls look
+            # launch-bound (mamba1-130m at 16k tokens: 61% busy against the profiled runs' span, 70%+ untraced).
+            r.busy_fraction = attribution.busy / r.time_s
+            r.profiled_time_s = attribution.wall
             r.launch_bound = r.busy_fraction < self.cfg.launch_bound_threshold
         fused = r.component("mixer_fused")
         if fused is not None and fused.time_s is not None:

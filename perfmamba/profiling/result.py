@@ -71,6 +71,10 @@ class PointResult:
     graph_samples_s: list[float] = field(default_factory=list)
     busy_s: float | None = None  # device busy time per call (profiler)
     busy_fraction: float | None = None  # busy_s / time_s
+    # the profiler pass's own time per call (CUDA events around its runs): its kernels ran inside it. Where busy_s
+    # exceeds time_s, this says whether the GPU ran slower in that pass than in the timed rounds (clocks drop
+    # under the back-to-back runs of the largest points), rather than the kernel records being wrong
+    profiled_time_s: float | None = None
     launch_bound: bool | None = None
     flops: float | None = None
     bytes: float | None = None
