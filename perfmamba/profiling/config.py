@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from perfmamba.profiling.costs import MODES
+from perfmamba.checks import check_at_least, check_choice, check_in_range
+from perfmamba.models.components import MODES
 
 CPU_SEQLENS = (64, 128, 256, 512, 1024)
 GPU_SEQLENS = tuple(2**i for i in range(6, 15))  # 64 .. 16384, the paper's range
@@ -70,26 +71,20 @@ class ProfileConfig:
                 raise ValueError(f"paths must be among {PATHS}, got {path!r}")
         if not self.paths:
             raise ValueError(f"paths must name at least one of {PATHS}")
-        if self.decode_timing not in DECODE_TIMINGS:
-            raise ValueError(f"decode_timing must be one of {DECODE_TIMINGS}, got {self.decode_timing!r}")
+        check_choice("decode_timing", self.decode_timing, DECODE_TIMINGS)
         if self.device is not None and torch.device(self.device).type not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda[:i]', got {self.device!r}")
-        if self.dtype is not None and self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
-        if self.rounds is not None and self.rounds < 1:
-            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
-        if self.min_time_s < 0:
-            raise ValueError(f"min_time_s must be >= 0, got {self.min_time_s}")
-        if self.warmup is not None and self.warmup < 0:
-            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
-        if self.profiler_runs < 1:
-            raise ValueError(f"profiler_runs must be >= 1, got {self.profiler_runs}")
-        if not 0 < self.launch_bound_threshold <= 1:
-            raise ValueError(f"launch_bound_threshold must be in (0, 1], got {self.launch_bound_threshold}")
+        if self.dtype is not None:
+            check_choice("dtype", self.dtype, DTYPES)
+        if self.rounds is not None:
+            check_at_least("rounds", self.rounds, integer=False)
+        check_at_least("warmup", self.warmup, 0, optional=True)
+        check_at_least("min_time_s", self.min_time_s, 0, integer=False)
+        check_at_least("profiler_runs", self.profiler_runs)
+        check_in_range("launch_bound_threshold", self.launch_bound_threshold, 0, 1, closed="(]")
         if self.budget_s is not None and self.budget_s <= 0:
             raise ValueError(f"budget_s must be > 0, got {self.budget_s}")
-        if self.cpu_threads is not None and self.cpu_threads < 1:
-            raise ValueError(f"cpu_threads must be >= 1, got {self.cpu_threads}")
+        check_at_least("cpu_threads", self.cpu_threads, optional=True)
 
     def resolved(self) -> ProfileConfig:
         """A copy with every `None` filled in for the device it will run on."""

@@ -28,11 +28,10 @@ from typing import Literal
 
 import torch
 
-from perfmamba.models.components import tracing
+from perfmamba.models.components import MODES, tracing
 from perfmamba.models.config import ModelConfig
 
 Mode = Literal["prefill", "decode"]
-MODES: tuple[str, ...] = ("prefill", "decode")
 
 # Components in the order a block runs them, per model version (the names of `perfmamba.models.components`).
 COMPONENTS_V1 = ("embedding", "norm", "in_proj", "conv1d", "x_proj", "ssm_scan", "out_proj", "lm_head")

@@ -61,10 +61,6 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _median(values: Sequence[float]) -> float:
-    return statistics.median(values)
-
-
 def _split_samples(runs: list[dict[str, float]], traced: Samples, names: Sequence[str]) -> dict[str, list[float]]:
     """Per component, its self time in each traced run; "other" is the run's time outside every span."""
     out = {name: [run.get(name, 0.0) for run in runs] for name in names}
@@ -164,7 +160,7 @@ class PointMeasurement:
         seen = {name for run in runs for name in run}
         names = [name for name in (*components_of(self.config), "mixer_fused") if name in seen]
         per_component = _split_samples(runs, traced_samples, names)
-        medians = {name: _median(values) for name, values in per_component.items()}
+        medians = {name: statistics.median(values) for name, values in per_component.items()}
         denominator = sum(medians.values()) or 1.0
         r.clock = e2e.clock
         r.time_s, r.samples_s = e2e.median, list(e2e.seconds)

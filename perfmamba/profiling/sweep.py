@@ -20,9 +20,10 @@ import torch
 
 from perfmamba import ops
 from perfmamba.models import MambaLM, ModelConfig, build_model, get_model
+from perfmamba.models.components import MODES
+from perfmamba.ops.registry import unavailable_reason
 from perfmamba.profiling.analysis import fit_scaling, place_on_roofline
 from perfmamba.profiling.config import DTYPES, ProfileConfig
-from perfmamba.profiling.costs import MODES
 from perfmamba.profiling.footprint import available_memory, gib, point_footprint
 from perfmamba.profiling.measure import free_memory, is_out_of_memory, measure_point
 from perfmamba.profiling.memory import tensor_bytes
@@ -75,8 +76,8 @@ def _model_info(model: MambaLM, name: str, cfg: ProfileConfig) -> ModelInfo:
 
 
 def _fused_available(version: int) -> str | None:
-    status = ops.backend_status().get(_FUSED_OP[version], {}).get("cuda", "unavailable: unknown op")
-    return None if status == "available" else status
+    reason = unavailable_reason(_FUSED_OP[version], "cuda")
+    return None if reason is None else f"unavailable: {reason}"
 
 
 def plan_points(cfg: ProfileConfig) -> list[PointResult]:
@@ -113,14 +114,9 @@ def profile(
         # x86 cores handle ~100x slower (the CUDA kernels flush them too).
         with torch.inference_mode(), flushing_subnormals():
             model, default_name = _load(model_or_spec, cfg)
-            saved = [(m, m.path, m.backend) for m in model.mixers]
-            try:
+            with model.configured(backend=cfg.backend):
                 model.eval()
-                model.configure(backend=cfg.backend)
                 result = _sweep(model, cfg, device, peaks, name or default_name, start, resume, on_point)
-            finally:
-                for mixer, path, backend in saved:
-                    mixer.path, mixer.backend = path, backend
     finally:
         torch.set_num_threads(previous_threads)
     result.wall_s = time.monotonic() - start
