@@ -25,6 +25,12 @@ from perfmamba.ops.selective_scan import (
 )
 from perfmamba.ops.ssd import ssd_scan, ssd_scan_ref
 
+# isort: split
+# Backends beside mamba-ssm's, selectable by name, registered after the ops they serve: "triton" (a decode step
+# whose cost follows N'), "fastest" (the faster of cuda and triton per call shape, measured on first use),
+# "cuda_padded" (SSD with N' zero-padded to a multiple of 16).
+from perfmamba.ops import autoselect, ssd_padded, state_update_triton  # noqa: F401
+
 __all__ = [
     "BackendUnavailableError", "backend_status", "causal_conv1d", "causal_conv1d_ref", "causal_conv1d_update",
     "causal_conv1d_update_ref", "mamba_inner", "mamba_inner_ref", "mamba_split_conv1d_scan",
