@@ -128,8 +128,9 @@ def _series_legend(result: ProfileResult, mode: str, points: Sequence[PointResul
     if gpu:
         entries += [("busy", "GPU kernel time / wall time; * = launch-bound (below "
                              f"{result.config.launch_bound_threshold:.0%}): span times there are CPU launch time; "
-                             "! = kernel records overlap (their sum exceeds the wall time): span times are the "
-                             "device time there"),
+                             "! = the kernels summed to more than the untimed call: the profiler pass ran slower "
+                             "than the timed rounds (its own time is profiled_time_s in the JSON); span times are "
+                             "the device time there"),
                     ("graph ms", "the call replayed from a CUDA graph (no launch overhead)")]
     if any(p.status != "ok" for p in points):
         entries.append(("OOM / SKIPPED / ERROR", "rows not measured; why is listed below"))
