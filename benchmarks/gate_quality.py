@@ -42,7 +42,8 @@ if __package__ in (None, ""):  # run as a script from a checkout: import the per
 
 from perfmamba.gate.compare import compare  # noqa: E402
 from perfmamba.gate.config import GateConfig  # noqa: E402
-from perfmamba.gate.readers import Measurement, load_results  # noqa: E402
+from perfmamba.gate.measurement import Measurement  # noqa: E402
+from perfmamba.gate.readers import load_results  # noqa: E402
 from perfmamba.gate.run import (  # noqa: E402
     Launcher,
     Tree,

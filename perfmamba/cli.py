@@ -128,7 +128,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 @_command("eval")
 def _eval(args: argparse.Namespace) -> int:
-    from perfmamba.eval import evaluate, write_eval
+    from perfmamba.eval.evaluate import evaluate, write_eval
     from perfmamba.outputs import check_file
 
     if args.out is not None:
@@ -165,7 +165,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 @_command("train")
 def _train(args: argparse.Namespace) -> int:
-    from perfmamba.eval import train, train_config, training_summary
+    from perfmamba.eval import train, train_config
+    from perfmamba.eval.train import training_summary
 
     config = train_config(args.preset, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
                           lr=args.lr, seed=args.seed, data=args.data)

@@ -47,7 +47,7 @@ def test_training_for_the_tests_is_announced_even_under_q(tmp_path):
     shutil.copy(ROOT / "tests" / "conftest.py", tmp_path / "conftest.py")
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     (tmp_path / "test_cold_cache.py").write_text(
-        "from perfmamba.eval import trained_model_dir\n\n"
+        "from perfmamba.eval.cache import trained_model_dir\n\n"
         "def test_trains_into_the_cache():\n"
         "    trained_model_dir('mamba1-tiny', steps=3, batch_size=2, seq_len=32, warmup_steps=1, eval_tokens=256,\n"
         "                      eval_seq_len=64)\n"

@@ -6,16 +6,7 @@ mode), `thresholds` the reviewed limits per device class (`thresholds.toml`), `w
 must catch. Timing itself is `perfmamba.timing`'s.
 """
 
-from perfmamba.bench.cases import GRIDS, Case, Grid, get_grid, kept_states
-from perfmamba.bench.thresholds import (
-    ThresholdError,
-    Thresholds,
-    ThresholdsFileError,
-    device_class,
-    load_thresholds,
-)
+from perfmamba.bench.cases import GRIDS, Case, Grid, get_grid
+from perfmamba.bench.thresholds import ThresholdError, Thresholds, device_class, load_thresholds
 
-__all__ = [
-    "GRIDS", "Case", "Grid", "ThresholdError", "Thresholds", "ThresholdsFileError", "device_class", "get_grid",
-    "kept_states", "load_thresholds",
-]
+__all__ = ["GRIDS", "Case", "Grid", "ThresholdError", "Thresholds", "device_class", "get_grid", "load_thresholds"]

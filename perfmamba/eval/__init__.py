@@ -2,13 +2,13 @@
 
 Corpora and tokenizers are `perfmamba.data`'s; `recipe` is what the trainer runs, `train` the run itself."""
 
-from perfmamba.eval.cache import cache_root, trained_model, trained_model_dir
-from perfmamba.eval.evaluate import EvalResult, evaluate, write_eval
+from perfmamba.eval.cache import cache_root, trained_model
+from perfmamba.eval.evaluate import EvalResult, evaluate
 from perfmamba.eval.perplexity import PerplexityResult, perplexity
 from perfmamba.eval.recipe import TRAIN_PRESETS, TrainConfig, train_config
-from perfmamba.eval.train import TrainingInterrupted, train, training_summary
+from perfmamba.eval.train import TrainingInterrupted, train
 
 __all__ = [
     "TRAIN_PRESETS", "EvalResult", "PerplexityResult", "TrainConfig", "TrainingInterrupted", "cache_root", "evaluate",
-    "perplexity", "train", "train_config", "trained_model", "trained_model_dir", "training_summary", "write_eval",
+    "perplexity", "train", "train_config", "trained_model",
 ]

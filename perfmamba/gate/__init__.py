@@ -5,14 +5,9 @@
 (its result), `render` (markdown and text), `run` (benchmark processes of two trees, interleaved on one machine).
 """
 
-from perfmamba.gate.compare import compare, compare_files, judge
-from perfmamba.gate.comparison import VERDICTS, Comparison, Row
-from perfmamba.gate.config import GateConfig, load_thresholds_file
-from perfmamba.gate.measurement import Measurement
+from perfmamba.gate.compare import compare, compare_files
+from perfmamba.gate.comparison import Comparison
+from perfmamba.gate.config import GateConfig
 from perfmamba.gate.readers import load_results
-from perfmamba.gate.runs import load_side
 
-__all__ = [
-    "VERDICTS", "Comparison", "GateConfig", "Measurement", "Row", "compare", "compare_files", "judge",
-    "load_results", "load_side", "load_thresholds_file",
-]
+__all__ = ["Comparison", "GateConfig", "compare", "compare_files", "load_results"]

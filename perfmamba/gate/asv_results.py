@@ -18,15 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from perfmamba.gate.measurement import (
-    Measurement,
-    canonical_unit,
-    default_higher_is_better,
-    finite_number,
-    load_json_object,
-    sample_values,
-    short_repr,
-)
+from perfmamba.gate import measurement
+from perfmamba.gate.measurement import Measurement
 from perfmamba.results import ResultsFileError
 
 # Only asv >= 0.5 result files; older ones store a dict per benchmark.
@@ -74,7 +67,7 @@ def read_asv_dir(path: Path, commit: str | None) -> dict[str, Measurement]:
     units = asv_units(results_dir)
     per_machine: dict[str, tuple[Path, dict[str, Any]]] = {}
     for mdir in machine_dirs:
-        docs = [(f, load_json_object(f)) for f in _asv_result_files(mdir)]
+        docs = [(f, measurement.load_json_object(f)) for f in _asv_result_files(mdir)]
         docs = [(f, d) for f, d in docs if is_asv_result(d)]
         commits = sorted({str(d.get("commit_hash", "")) for _, d in docs})
         if commit is not None:
@@ -148,7 +141,7 @@ def read_asv_file(path: Path, doc: dict[str, Any], units: Mapping[str, tuple[str
     for bench, row in results.items():
         where = f"{path}: results[{bench!r}]"
         if not isinstance(row, list):
-            raise ResultsFileError(f"{where}: expected a list of columns, got {short_repr(row)}")
+            raise ResultsFileError(f"{where}: expected a list of columns, got {measurement.short_repr(row)}")
         col = dict(zip(columns, row))  # asv drops trailing columns that are empty
         values, params = col.get("result"), col.get("params") or []
         if values is None:
@@ -163,22 +156,22 @@ def read_asv_file(path: Path, doc: dict[str, Any], units: Mapping[str, tuple[str
             for key in ("samples", "stats_ci_99_a", "stats_ci_99_b", "stats_q_25", "stats_q_75", "stats_repeat")
         )
         raw_unit = _asv_unit(bench, units)
-        unit, scale = canonical_unit(raw_unit)
-        hib = default_higher_is_better(unit)
+        unit, scale = measurement.canonical_unit(raw_unit)
+        hib = measurement.default_higher_is_better(unit)
         for j, combo in enumerate(combos):
             value = values[j]
             if _isna(value):  # failed (None) or skipped (NaN)
                 continue
             name = f"{bench}({', '.join(map(str, combo))})" if combo else bench
             spot = f"{where}[{j}] ({name})"
-            median = finite_number(value, spot) * scale
+            median = measurement.finite_number(value, spot) * scale
             s = None
             if samples[j] is not None and not isinstance(samples[j], list):
                 raise ResultsFileError(
-                    f"{spot}: corrupt 'samples' entry (expected a list, got {short_repr(samples[j])})")
+                    f"{spot}: corrupt 'samples' entry (expected a list, got {measurement.short_repr(samples[j])})")
             if samples[j]:
                 kept = [v for v in samples[j] if not _isna(v)]
-                s = sample_values(kept, f"{spot} samples", scale) if kept else None
+                s = measurement.sample_values(kept, f"{spot} samples", scale) if kept else None
             interval = None
             lo, hi = ci_a[j], ci_b[j]
             if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and not (_isna(lo) or _isna(hi)):

@@ -30,7 +30,7 @@ import numpy as np
 from perfmamba.gate import processes, stats
 from perfmamba.gate.comparison import VERDICTS, Comparison, Row
 from perfmamba.gate.config import DEFAULT_ALPHA, DEFAULT_THRESHOLD, GateConfig, load_thresholds_file
-from perfmamba.gate.readers import Measurement
+from perfmamba.gate.measurement import Measurement
 from perfmamba.gate.runs import load_side, split_specs
 
 # Stricter than difflib's default 0.6, which offers `op/conv` as the rename of `op/scan` (similarity 0.71); a

@@ -59,7 +59,7 @@ from perfmamba.gate.measurement import (
 )
 from perfmamba.results import SCHEMA_VERSION, ResultsFileError
 
-__all__ = ["Measurement", "canonical_unit", "load_results", "split_spec"]
+__all__ = ["load_results", "split_spec"]
 
 PERFMAMBA_KINDS = ("benchmark", "profile")
 # Scalars that perfmamba's benchmark suite stores in pytest-benchmark's extra_info and that the gate compares as

@@ -15,7 +15,8 @@ import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from perfmamba.gate.readers import Measurement, load_results, split_spec
+from perfmamba.gate.measurement import Measurement
+from perfmamba.gate.readers import load_results, split_spec
 from perfmamba.results import ResultsFileError
 
 

@@ -14,7 +14,7 @@ def trained_model_path():
     """`trained_model_path(preset)`: the folder of `preset` ("mamba1-tiny" or "mamba2-tiny") trained with its
     default recipe on the stdlib corpus. Trained at most once per run (and kept across runs in the cache,
     $PERFMAMBA_CACHE or ~/.cache/perfmamba)."""
-    from perfmamba.eval import trained_model_dir
+    from perfmamba.eval.cache import trained_model_dir
 
     return functools.cache(lambda preset="mamba1-tiny": trained_model_dir(preset, progress=False))
 

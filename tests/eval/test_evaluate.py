@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from perfmamba.eval import evaluate, write_eval
-from perfmamba.eval.evaluate import EVAL_KIND
+from perfmamba.eval.evaluate import EVAL_KIND, evaluate, write_eval
 from perfmamba.models import ModelConfig, build_model, save_model
 from perfmamba.results import read_json
 

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from perfmamba.gate import Measurement
+from perfmamba.gate.measurement import Measurement
 
 NOISE_MODELS = ("lognormal", "outliers", "gamma")
 

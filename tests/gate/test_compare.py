@@ -10,16 +10,10 @@ import pytest
 from gate_synthetic import draw, measurement
 
 from perfmamba import cli
-from perfmamba.gate import (
-    Comparison,
-    GateConfig,
-    Measurement,
-    compare,
-    compare_files,
-    judge,
-    load_thresholds_file,
-)
-from perfmamba.gate.compare import rename_hints
+from perfmamba.gate import Comparison, GateConfig, compare, compare_files
+from perfmamba.gate.compare import judge, rename_hints
+from perfmamba.gate.config import load_thresholds_file
+from perfmamba.gate.measurement import Measurement
 from perfmamba.gate.render import nothing_compared, to_markdown, to_text
 from perfmamba.results import ResultsFileError, write_json
 

@@ -9,7 +9,9 @@ from gate_synthetic import NOISE_MODELS, binomial_bound, draw, measurement
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perfmamba.gate import VERDICTS, GateConfig, compare, judge
+from perfmamba.gate import GateConfig, compare
+from perfmamba.gate.compare import judge
+from perfmamba.gate.comparison import VERDICTS
 
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
 FAST = {"resamples": 1000}  # bootstrap quantiles at alpha = 0.05 need no more than this

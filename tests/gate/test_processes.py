@@ -13,9 +13,11 @@ from gate_synthetic import binomial_bound, draw, measurement
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perfmamba.gate import GateConfig, Measurement, compare, judge, load_side
+from perfmamba.gate import GateConfig, compare
+from perfmamba.gate.compare import judge
+from perfmamba.gate.measurement import Measurement
 from perfmamba.gate.processes import moderation_prior, process_test
-from perfmamba.gate.runs import merge_runs, split_specs
+from perfmamba.gate.runs import load_side, merge_runs, split_specs
 from perfmamba.results import ResultsFileError, write_json
 
 ROUNDS, WITHIN = 30, 0.003

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from perfmamba.gate import compare_files, load_results
-from perfmamba.gate.readers import canonical_unit
+from perfmamba.gate.measurement import canonical_unit
 from perfmamba.results import ResultsFileError, write_json
 
 TOY_BENCH = textwrap.dedent('''
