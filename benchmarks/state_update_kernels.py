@@ -6,10 +6,19 @@
 Sections, each timed by CUDA-graph replay (perfmamba.timing, L2 flushed), candidates interleaved round by round:
 - copy: the device's copy bandwidth (bytes read + written / time), for the bandwidth bound of the kernels;
 - kernel: selective_state_update at batch 64, bf16, mamba-ssm's kernel ("cuda") against ours ("triton"):
-  Mamba-2 130m / 1.3b shapes (tied per-head dt and A, as the model calls it) and Mamba-1 130m;
+  Mamba-2 130m / 1.3b shapes (tied per-head dt and A, as the model calls it; before 2026-12-02 A was materialised
+  by mistake and both kernels ran untied) and Mamba-1 130m;
 - configs: our kernel's (BLOCK_M, BLOCK_N, num_warps) around the default, for tuning;
+- layout: the kernel alone on the model's own call layout (x, B, C views into the conv output, dt a stride-0 view
+  into the in_proj output: the strides `fastest_choices` records), with dt tied per head and untied, beside the
+  plain layout of "kernel";
+- chain: one call per layer on as many separate states, back to back with no flush between them (the memory pattern
+  of a decode step without its projections: each call finds the previous layer's state dirty in the L2), for
+  mamba-ssm's kernel, ours and ours at the probe configs; per-call time;
 - model: MambaLM.step at batch 64, dense and pruned (uniform N' = 116, 88, 64; global r = 0.5, contribution), with
-  the decode kernel taken from "cuda", "triton" or "fastest" (perfmamba.ops.autoselect);
+  the decode kernel taken from "cuda", "triton", "fastest" (perfmamba.ops.autoselect), ours at the probe configs
+  ("triton[BM,BN,W]"), or "skip" (no state update: the step's other kernels alone, so that (step - skip) / layers
+  is the decode kernel's cost inside the model);
 - ssd: the prefill scan (ssd_scan) at b8 L8192, 130m shape, mamba-ssm's kernels plain and with N' zero-padded to
   a multiple of 16 ("cuda_padded", perfmamba.ops.ssd_padded).
 Writes DIR/state_update.json (every sample, environment, git commit) and prints markdown tables.
@@ -18,6 +27,7 @@ Writes DIR/state_update.json (every sample, environment, git commit) and prints 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -38,12 +48,16 @@ from perfmamba.results import write_json  # noqa: E402
 from perfmamba.timing import configure_process, paired_ratio, time_fn, time_interleaved  # noqa: E402
 
 START = time.perf_counter()
+SECTIONS = ("kernel", "configs", "layout", "chain", "model", "ssd")
 MAMBA2_SHAPES = {"mamba2-130m": (24, 64), "mamba2-1.3b": (64, 64)}  # (nheads, headdim), d_inner = their product
 KERNEL_DSTATES = (128, 116, 96, 88, 64, 36, 12)
 MAMBA1_DSTATES = (16, 12, 8, 4)
 CONFIGS = ((16, 16, 4), (32, 16, 4), (64, 16, 4), (32, 32, 4), (64, 32, 8), (128, 16, 8))
 UNIFORM = (116, 88, 64)
 SSD_DSTATES = (128, 116, 96, 64)
+PROBE_DSTATES = (128, 116, 88, 64)  # where the model and the kernel alone disagree (128, 116) and where not
+PROBE_CONFIGS = ((64, 32, 8), (32, 32, 4))  # the config sweep's best at N' = 128 and 116 (H200, 2026-12-01)
+LAYERS = {"mamba2-130m": 24, "mamba2-1.3b": 48}
 
 
 def log(message: str) -> None:
@@ -71,11 +85,38 @@ def decode_inputs(batch: int, nheads: int, headdim: int, dstate: int, device, dt
     h, p = nheads, headdim
     args = (randn(batch, h, p, dstate).to(dtype), randn(batch, h, p).to(dtype),
             (randn(batch, h, scale=0.5) - 2).to(dtype)[..., None].expand(-1, -1, p),
-            -torch.exp(randn(h))[:, None, None].expand(-1, p, dstate),
+            # negated before the expand: `-t.expand(...)` would be a new contiguous A and no kernel would tie dt
+            # and A per head (the run of 2026-12-01 timed that untied path; the "layout" section keeps it)
+            (-torch.exp(randn(h)))[:, None, None].expand(-1, p, dstate),
             randn(batch, 1, dstate).to(dtype), randn(batch, 1, dstate).to(dtype))
     kwargs = dict(D=randn(h)[:, None].expand(-1, p), dt_bias=randn(h, scale=0.1)[:, None].expand(-1, p),
                   dt_softplus=True)
     return args, kwargs
+
+
+def model_layout_inputs(batch: int, nheads: int, headdim: int, dstate: int, device, dtype, tied: bool = True):
+    """`decode_inputs` laid out as Mamba2Mixer.step passes them: x, B, C views into the conv output (rows of
+    d_inner + 2N), dt a view into the in_proj output (rows of 2 d_inner + 2N + nheads) expanded over headdim with
+    stride 0, A / D / dt_bias per head expanded. `tied=False`: dt, dt_bias and A materialised per channel, so
+    neither kernel can take its one-decay-per-head path."""
+    (state, x, dt, A, B, C), kw = decode_inputs(batch, nheads, headdim, dstate, device, dtype)
+    d = nheads * headdim
+    xbc = torch.empty(batch, d + 2 * dstate, device=device, dtype=dtype)
+    zxbcdt = torch.empty(batch, 2 * d + 2 * dstate + nheads, device=device, dtype=dtype)
+    xbc[:, :d], xbc[:, d:d + dstate], xbc[:, d + dstate:] = x.reshape(batch, d), B[:, 0], C[:, 0]
+    zxbcdt[:, -nheads:] = dt[..., 0]
+    x = xbc[:, :d].view(batch, nheads, headdim)
+    B, C = xbc[:, d:d + dstate].view(batch, 1, dstate), xbc[:, d + dstate:].view(batch, 1, dstate)
+    dt = zxbcdt[:, -nheads:].unsqueeze(-1).expand(-1, -1, headdim)
+    if not tied:
+        dt, A, kw = dt.contiguous(), A.contiguous(), {**kw, "dt_bias": kw["dt_bias"].contiguous()}
+    return (state, x, dt, A, B, C), kw
+
+
+def strides(args, kwargs) -> dict:
+    names = ("state", "x", "dt", "A", "B", "C")
+    tensors = {**dict(zip(names, args)), **{k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor)}}
+    return {k: list(t.stride()) for k, t in tensors.items()}
 
 
 def state_bytes(args) -> int:
@@ -149,6 +190,75 @@ def config_section(args, device) -> list[dict]:
     return rows
 
 
+def layout_section(args, device, bandwidth: float) -> list[dict]:
+    """The kernel alone, timed on the model's call layout beside the plain one: a kernel-vs-model gap that this
+    closes is a layout effect; one that stays is not."""
+    rows = []
+    def a_copied(*a):  # what "kernel" timed on 2026-12-01: A materialised, so both kernels ran untied
+        (state, x, dt, A, B, C), kw = decode_inputs(*a)
+        return (state, x, dt, A.contiguous(), B, C), kw
+
+    layouts = {"plain A copied": a_copied, "plain": decode_inputs, "model": model_layout_inputs,
+               "model untied": functools.partial(model_layout_inputs, tied=False)}
+    for name, (h, p) in args.mamba2_shapes.items():
+        for n in args.probe_dstates:
+            fns, inputs = {}, {}
+            for layout, make in layouts.items():
+                for backend in (args.baseline, "triton"):
+                    a, kw = make(args.batch, h, p, n, device, args.dtype)
+                    fn = ops.resolve("selective_state_update", backend, a[1])[1]
+                    inputs[f"{layout} | {backend}"] = (a, kw)
+                    fns[f"{layout} | {backend}"] = (lambda fn=fn, a=a, kw=kw: fn(*a, **kw))
+            samples = time_interleaved(fns, device, rounds=args.rounds, warmup=args.warmup)
+            for key, s in samples.items():
+                layout, backend = key.split(" | ")
+                rows.append({"shape": name, "dstate": n, "layout": layout, "backend": backend,
+                             "strides": strides(*inputs[key]), **bound_entry(inputs[key][0], s, bandwidth)})
+            log(f"layout {name} N'={n}: " + ", ".join(f"{k} {s.median * 1e6:.1f} us" for k, s in samples.items()))
+    return rows
+
+
+def chain_section(args, device) -> list[dict]:
+    """One call per layer on `layers` separate states, back to back: the L2 as a decode step leaves it for the
+    next layer (the previous layer's state written, dirty), not as the read flush of "kernel" leaves it (clean)."""
+    rows = []
+    for name, (h, p) in args.mamba2_shapes.items():
+        layers = args.layers[name]
+        for n in args.probe_dstates:
+            (state, *rest), kw = model_layout_inputs(args.batch, h, p, n, device, args.dtype)
+            states = [state] + [state.clone() for _ in range(layers - 1)]
+            fns = {}
+            for backend in (args.baseline, "triton", *args.probe_backends):
+                fn = ops.resolve("selective_state_update", backend, state)[1]
+
+                def chain(fn=fn, states=states, rest=rest, kw=kw):
+                    for s in states:
+                        fn(s, *rest, **kw)
+
+                fns[backend] = chain
+            samples = time_interleaved(fns, device, rounds=args.rounds, warmup=args.warmup)
+            for backend, s in samples.items():
+                rows.append({"shape": name, "dstate": n, "backend": backend, "layers": layers, **summary(s),
+                             "per_call_s": s.median / layers})
+            log(f"chain {name} N'={n} x{layers}: " + ", ".join(
+                f"{b} {s.median / layers * 1e6:.1f} us/call" for b, s in samples.items()))
+            del states, fns
+    return rows
+
+
+def register_probe_backends(args) -> None:
+    """Backends for this script only: ours at each probe config, and "skip" (no state update: y left unwritten)."""
+    for config in args.probe_configs:
+        ops.register("selective_state_update", probe_name(config),
+                     functools.partial(state_update_triton.selective_state_update_triton, config=config),
+                     availability=state_update_triton.unavailable_reason)
+    ops.register("selective_state_update", "skip", lambda state, x, *a, **kw: torch.empty_like(x))
+
+
+def probe_name(config) -> str:
+    return "triton[" + ",".join(map(str, config)) + "]"
+
+
 def pruned_variants(args, preset: str, device) -> dict:
     model = build_model(preset, device=device, dtype=args.dtype).eval()
     vocab = model.config.vocab_size
@@ -190,8 +300,11 @@ def model_section(args, device) -> list[dict]:
         for key, s in samples.items():
             name, backend = key.split(" | ")
             d_states = [m.d_state for m in variants[name].mixers]
+            skip = samples.get(f"{name} | skip")
             rows.append({"preset": preset, "variant": name, "backend": backend, "d_states": d_states,
-                         **summary(s), "speedup_vs_dense_baseline": paired_ratio(samples[dense], s)})
+                         **summary(s), "speedup_vs_dense_baseline": paired_ratio(samples[dense], s),
+                         # the decode kernel's cost inside the step: what it adds to the step's other kernels
+                         "kernel_per_layer_s": None if skip is None else (s.median - skip.median) / len(d_states)})
             log(f"model {preset} {key}: {s.median * 1e3:.3f} ms ({rows[-1]['speedup_vs_dense_baseline']:.2f}x)")
         del variants, fns
         if device.type == "cuda":
@@ -243,11 +356,22 @@ def tables(doc: dict) -> str:
         b = r[base]
         out.append(f"| {r['shape']} | {r['dstate']} | {b['median_s'] * 1e6:.1f} ({b['of_bound']:.0%}) | {t * 1e6:.1f} "
                    f"({r['triton']['of_bound']:.0%}) | {r['speedup']:.2f}x | {first[r['shape']] / t:.2f}x |")
-    out += ["", "### Model decode step, batch 64 (ms; speedup against dense on the baseline kernel)", "",
-            "| preset | variant | backend | ms | speedup |", "|---|---|---|---:|---:|"]
+    out += ["", "### Kernel alone by call layout (us; % of the copy-bandwidth bound)", "",
+            "| shape | N' | layout | backend | us |", "|---|---:|---|---|---:|"]
+    for r in doc.get("layout", []):
+        out.append(f"| {r['shape']} | {r['dstate']} | {r['layout']} | {r['backend']} | {r['median_s'] * 1e6:.1f} "
+                   f"({r['of_bound']:.0%}) |")
+    out += ["", "### Chain of one call per layer, no flush between (us per call)", "",
+            "| shape | N' | backend | us/call |", "|---|---:|---|---:|"]
+    for r in doc.get("chain", []):
+        out.append(f"| {r['shape']} | {r['dstate']} | {r['backend']} | {r['per_call_s'] * 1e6:.1f} |")
+    out += ["", "### Model decode step, batch 64 (ms; speedup against dense on the baseline kernel; "
+            "decode kernel per layer in the step = (ms - skip ms) / layers)", "",
+            "| preset | variant | backend | ms | speedup | kernel us/layer |", "|---|---|---|---:|---:|---:|"]
     for r in doc["model"]:
+        k = r.get("kernel_per_layer_s")
         out.append(f"| {r['preset']} | {r['variant']} | {r['backend']} | {r['median_s'] * 1e3:.3f} | "
-                   f"{r['speedup_vs_dense_baseline']:.2f}x |")
+                   f"{r['speedup_vs_dense_baseline']:.2f}x | {'-' if k is None else f'{k * 1e6:.1f}'} |")
     out += ["", "### Prefill scan (ssd_scan), ms", "", "| N' | backend | padded to | ms |", "|---:|---|---:|---:|"]
     for r in doc["ssd"]:
         out.append(f"| {r['dstate']} | {r['backend']} | {r['padded_to']} | {r['median_s'] * 1e3:.3f} |")
@@ -259,7 +383,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="directory for state_update.json")
     p.add_argument("--quick", action="store_true", help="CPU smoke run: Triton's interpreter, tiny shapes, 1 round")
     p.add_argument("--rounds", type=int, default=15)
-    p.add_argument("--sections", default="kernel,configs,model,ssd", help="comma-separated subset to run")
+    p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset to run")
     args = p.parse_args(argv)
     args.device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     args.dtype, args.batch, args.chunk_size, args.warmup = torch.bfloat16, 64, 256, 2
@@ -267,7 +391,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         MAMBA2_SHAPES, KERNEL_DSTATES, 1536, MAMBA1_DSTATES)
     args.configs, args.config_dstates = CONFIGS, (128, 116, 88)
     args.presets, args.uniform, args.calib_rows, args.calib_len = tuple(MAMBA2_SHAPES), UNIFORM, 4, 256
-    args.model_backends = ("cuda", "triton", "fastest")
+    args.probe_dstates, args.probe_configs, args.layers = PROBE_DSTATES, PROBE_CONFIGS, LAYERS
     args.ssd_dstates, args.ssd_batch, args.ssd_len = SSD_DSTATES, 8, 8192
     args.baseline, args.ssd_baseline, args.ssd_padded = "cuda", "cuda", "cuda_padded"
     if args.quick:
@@ -277,41 +401,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.mamba2_shapes, args.dstates, args.mamba1_dim, args.mamba1_dstates = {"tiny": (2, 8)}, (24, 13), 16, (5,)
         args.configs, args.config_dstates = ((16, 16, 4), (4, 8, 1)), (13,)
         args.presets, args.uniform, args.calib_rows, args.calib_len = ("mamba2-tiny",), (20,), 2, 32
-        args.model_backends = ("reference", "triton", "fastest")
+        args.probe_dstates, args.probe_configs, args.layers = (24, 13), ((8, 32, 1),), {"tiny": 2}
         args.ssd_dstates, args.ssd_batch, args.ssd_len = (24, 16), 1, 64
         args.baseline, args.ssd_baseline = "reference", "reference"
         args.ssd_padded = "reference_padded"
         ops.register("ssd_scan", "reference_padded", ssd_padded.pad_ssd_scan(ops.ssd_scan_ref))
         autoselect.register_fastest("selective_state_update", ("reference", "triton"), mutated=(0,), reps=1)
+    args.probe_backends = tuple(probe_name(c) for c in args.probe_configs)
+    args.model_backends = (args.baseline, "triton", "fastest", *args.probe_backends, "skip")
     args.sections = [s for s in args.sections.split(",") if s]
-    unknown = set(args.sections) - {"kernel", "configs", "model", "ssd"}
+    unknown = set(args.sections) - set(SECTIONS)
     if unknown:
-        raise SystemExit(f"unknown --sections {sorted(unknown)}; choose from kernel, configs, model, ssd")
+        raise SystemExit(f"unknown --sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     return args
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    register_probe_backends(args)
     configure_process()
     device = args.device
     log(f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}; sections {args.sections}")
     doc = {"config": {"quick": args.quick, "device": str(device), "dtype": str(args.dtype), "batch": args.batch,
                       "rounds": args.rounds, "baseline": args.baseline, "sections": args.sections,
                       "configs": [list(c) for c in args.configs]},
-           "copy": copy_bandwidth(args, device), "kernel": [], "configs": [], "model": [], "ssd": []}
+           "copy": copy_bandwidth(args, device), "kernel": [], "configs": [], "layout": [], "chain": [], "model": [],
+           "ssd": []}
     bandwidth = doc["copy"]["bandwidth_Bps"]
     with torch.inference_mode():
         if "kernel" in args.sections:
             doc["kernel"] = kernel_section(args, device, bandwidth)
         if "configs" in args.sections:
             doc["configs"] = config_section(args, device)
+        if "layout" in args.sections:
+            doc["layout"] = layout_section(args, device, bandwidth)
+        if "chain" in args.sections:
+            doc["chain"] = chain_section(args, device)
     if "model" in args.sections:
         doc["model"] = model_section(args, device)
     with torch.inference_mode():
         if "ssd" in args.sections:
             doc["ssd"] = ssd_section(args, device)
-    doc["fastest_choices"] = {str(k): v[0] for k, v in ops.registry._op("selective_state_update")
-                              .impls["fastest"].choices.items()}
+    fastest = ops.registry._op("selective_state_update").impls["fastest"]
+    doc["fastest_choices"] = {str(k): v[0] for k, v in fastest.choices.items()}
+    doc["fastest_timings"] = {str(k): v for k, v in fastest.timings.items()}  # seconds per candidate, per key
     args.out.mkdir(parents=True, exist_ok=True)
     path = write_json(args.out / "state_update.json", doc, kind="state_update_kernels")
     print(tables(doc))

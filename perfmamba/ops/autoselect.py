@@ -1,16 +1,18 @@
 """Backend "fastest": per call shape, whichever registered backend measured fastest on that shape.
 
 The rule: on the first call for a key (op, every tensor's shape, stride, dtype and device, the other arguments'
-values), each available candidate runs `reps` times after one warm-up call, on clones of the tensors the op
-writes in place; the lowest median time wins (ties: the earlier candidate), is cached for the key, and every
-later call with that key dispatches to it. A first call inside a CUDA-graph capture cannot be timed: it runs the
-first available candidate, uncached, and warns once.
+values), each available candidate is timed on the call's own tensors (clones of those the op writes in place) by
+`device_seconds`: on a GPU, CUDA-graph replay with the L2 flushed, as perfmamba times everything; the lowest median
+wins (ties: the earlier candidate), is cached for the key, and every later call with that key dispatches to it. A
+first call inside a CUDA-graph capture cannot be timed: it runs the first available candidate, uncached, and warns
+once.
+
+Timed eagerly instead (CUDA events around one launch), a decode kernel of ~40 us device time measured 125-180 us:
+the host's wrapper and launch, not the kernel, decided the choice (docs/results/state_update.md).
 """
 
 from __future__ import annotations
 
-import statistics
-import time
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -18,28 +20,17 @@ import torch
 
 from perfmamba.ops import state_update_triton  # noqa: F401 - registers the "triton" candidate
 from perfmamba.ops.registry import BackendUnavailableError, register, resolve, unavailable_reason
+from perfmamba.timing import time_fn
 
 Timer = Callable[[Callable[[], object], torch.device, int], float]
 
 
-def median_seconds(fn: Callable[[], object], device: torch.device, reps: int) -> float:
-    """Median time of `reps` calls of `fn` after one warm-up call (which compiles): CUDA events on a GPU,
-    perf_counter elsewhere."""
-    fn()
-    times = []
-    for _ in range(reps):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def device_seconds(fn: Callable[[], object], device: torch.device, reps: int) -> float:
+    """Median seconds per call of `fn` over `reps` rounds after one warm-up round (which compiles), by
+    `perfmamba.timing.time_fn`: on a GPU, several calls captured into a CUDA graph and replayed, the L2 flushed
+    before each call, so that a launch-bound host does not set the number (where capture fails it falls back to
+    events around eager calls, as everywhere in perfmamba); perf_counter on a CPU."""
+    return time_fn(fn, device, rounds=reps, warmup=1).median
 
 
 def _describe(value: object) -> object:
@@ -57,7 +48,7 @@ class Fastest:
     positions of the arguments the op writes in place (cloned for the timing runs)."""
 
     def __init__(self, op: str, candidates: Sequence[str], *, mutated: Sequence[int] = (), reps: int = 5,
-                 timer: Timer = median_seconds) -> None:
+                 timer: Timer = device_seconds) -> None:
         if not candidates:
             raise ValueError(f"Fastest needs at least one candidate backend for {op}, got none")
         self.op, self.candidates, self.mutated = op, tuple(candidates), tuple(mutated)

@@ -26,10 +26,26 @@ def test_quick_run_writes_every_section(tmp_path):
     assert doc["copy"]["bandwidth_Bps"] > 0
     assert [(r["shape"], r["dstate"]) for r in doc["kernel"]] == [("tiny", 24), ("tiny", 13), ("mamba1-130m", 5)]
     assert all(r["triton"]["median_s"] > 0 and r["speedup"] > 0 and r["outputs_agree"] for r in doc["kernel"])
+    # the model's call layout (Mamba2Mixer.step): x/B/C views into rows of d_inner + 2N, dt a stride-0 view into
+    # rows of 2 d_inner + 2N + nheads (tiny: nheads 2, headdim 8, d_inner 16)
+    layout = {(r["dstate"], r["layout"], r["backend"]): r for r in doc["layout"]}
+    assert len(layout) == 16 and all(r["median_s"] > 0 for r in layout.values())
+    model, untied = layout[(24, "model", "triton")]["strides"], layout[(24, "model untied", "triton")]["strides"]
+    assert model["x"] == [64, 8, 1] and model["B"] == [64, 24, 1] and model["dt"] == [82, 1, 0]
+    assert model["A"] == [1, 0, 0] and model["D"] == [1, 0] and model["dt_bias"] == [1, 0]
+    assert untied["dt"] == [16, 8, 1] and untied["dt_bias"] == [8, 1] and untied["A"] == [192, 24, 1]
+    # "plain" ties dt and A per head as the model does; "plain A copied" is the untied run of 2026-12-01
+    assert layout[(24, "plain", "triton")]["strides"]["A"] == [1, 0, 0]
+    assert layout[(24, "plain A copied", "triton")]["strides"]["A"] == [192, 24, 1]
+    assert {(r["dstate"], r["backend"], r["layers"]) for r in doc["chain"]} == {
+        (n, b, 2) for n in (24, 13) for b in ("reference", "triton", "triton[8,32,1]")}
+    backends = ("reference", "triton", "fastest", "triton[8,32,1]", "skip")
     assert {(r["variant"], r["backend"]) for r in doc["model"]} == {
-        (v, b) for v in ("dense N=32", "uniform N'=20", "global r=0.5") for b in ("reference", "triton", "fastest")}
+        (v, b) for v in ("dense N=32", "uniform N'=20", "global r=0.5") for b in backends}
+    assert all(r["kernel_per_layer_s"] == 0.0 for r in doc["model"] if r["backend"] == "skip")
     uniform = next(r for r in doc["model"] if r["variant"] == "uniform N'=20")
     assert set(uniform["d_states"]) == {20}
     assert [(r["dstate"], r["padded_to"]) for r in doc["ssd"]] == [(24, 24), (24, 32), (16, 16)]
     assert doc["fastest_choices"] and set(doc["fastest_choices"].values()) <= {"reference", "triton"}
-    assert "| tiny | 24 |" in run.stdout and "### Prefill scan" in run.stdout
+    assert doc["fastest_timings"].keys() == doc["fastest_choices"].keys()
+    assert "| tiny | 24 |" in run.stdout and "### Prefill scan" in run.stdout and "### Chain" in run.stdout

@@ -8,8 +8,9 @@ import warnings
 import pytest
 import torch
 
-from perfmamba.ops import registry
-from perfmamba.ops.autoselect import Fastest, median_seconds
+from perfmamba.ops import autoselect, registry
+from perfmamba.ops.autoselect import Fastest, device_seconds
+from perfmamba.timing import Samples
 
 OP = "autoselect_test_op"
 
@@ -86,10 +87,28 @@ def test_capture_without_a_cached_choice_runs_the_first_candidate_and_warns(cand
     assert candidates == ["slow", "slow"] and not fastest.choices
 
 
-def test_median_seconds_times_reps_after_a_warm_up():
+def test_device_seconds_times_reps_after_a_warm_up():
     calls = []
-    assert median_seconds(lambda: calls.append(1), torch.device("cpu"), 4) >= 0.0
+    assert device_seconds(lambda: calls.append(1), torch.device("cpu"), 4) >= 0.0
     assert len(calls) == 5
+
+
+def test_candidates_are_timed_by_perfmamba_timing_not_around_an_eager_launch(candidates, monkeypatch):
+    """The default timer is `time_fn` (graph replay, L2 flushed, on a GPU) with its defaults: an eager launch
+    measured the host's wrapper (125-180 us) around a ~40 us kernel, and chose by that."""
+    seen = []
+
+    def fake_time_fn(fn, device, *, rounds, warmup, **options):
+        seen.append((rounds, warmup, options))
+        fn()
+        return Samples((3.0, 1.0, 2.0) if len(seen) == 1 else (0.5,), "cuda_graph", "flushed", calls=8)
+
+    monkeypatch.setattr(autoselect, "time_fn", fake_time_fn)
+    fastest = Fastest(OP, ("slow", "quick"), mutated=(0,), reps=3)
+    fastest(torch.zeros(2), torch.ones(2))
+    assert seen == [(3, 1, {}), (3, 1, {})]  # graph and L2 flush left at time_fn's defaults
+    assert list(fastest.timings.values()) == [{"slow": 2.0, "quick": 0.5}]  # medians of the samples
+    assert list(fastest.choices.values())[0][0] == "quick"
 
 
 def test_state_update_has_a_fastest_backend():
