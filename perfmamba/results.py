@@ -135,12 +135,24 @@ def environment() -> dict[str, Any]:
         "cpu_threads": torch.get_num_threads(),
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "cuda": torch.version.cuda,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "gpu": None,
         "backends": backend_status(),
     }
+    if torch.cuda.is_available():
+        env.update(gpu_identity(torch.cuda.current_device()))
     for mod in ("mamba_ssm", "causal_conv1d", "triton"):
         env[mod] = _module_version(mod)
     return env
+
+
+def gpu_identity(index: int) -> dict[str, Any]:
+    """The name, index and UUID of CUDA device `index`: timings from two GPUs of one host are not interchangeable,
+    so every result says which one it came from (the UUID survives renumbering by CUDA_VISIBLE_DEVICES)."""
+    import torch
+
+    props = torch.cuda.get_device_properties(index)
+    uuid = getattr(props, "uuid", None)
+    return {"gpu": props.name, "gpu_index": index, "gpu_uuid": f"GPU-{uuid}" if uuid is not None else None}
 
 
 def _module_version(name: str) -> str | None:

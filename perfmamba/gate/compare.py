@@ -216,6 +216,19 @@ def _host_timed(m: Measurement) -> bool:
     return m.host_timed and m.unit == "s"
 
 
+def _across_devices(b: Measurement, n: Measurement, config: GateConfig, threshold: float) -> str | None:
+    """Why `b` and `n` must not be compared for having run on different GPUs, or None. Two GPUs of one host
+    differ by more than a kernel change may (issue #19): only a measured spread within the threshold lets them."""
+    if not (b.device and n.device) or b.device == n.device:
+        return None
+    where = f"timed on GPU {b.device} in BASE and {n.device} in NEW"
+    if config.cross_device_spread is None:
+        return f"{where}; the spread between them is not measured (cross_device_spread)"
+    if config.cross_device_spread > threshold:
+        return f"{where}; their spread {config.cross_device_spread:.1%} exceeds the threshold {threshold:.1%}"
+    return None
+
+
 # The whole comparison ------------------------------------------------------------------------------------
 def compare(
     base: Mapping[str, Measurement], new: Mapping[str, Measurement], config: GateConfig | None = None, *,
@@ -236,6 +249,8 @@ def compare(
             skipped.append((name, f"unit changed from {b.unit!r} to {n.unit!r}"))
         elif b.clock and n.clock and b.clock != n.clock:
             skipped.append((name, f"timed with clock {b.clock!r} in BASE and {n.clock!r} in NEW"))
+        elif (why := _across_devices(b, n, config, config.threshold_for(name))) is not None:
+            skipped.append((name, why))
         elif not (b.median > 0 and n.median > 0):
             skipped.append((name, f"a value <= 0 (BASE {b.median:g}, NEW {n.median:g}): no ratio to judge"))
         else:
@@ -332,6 +347,7 @@ def compare_files(
     higher_is_better: Iterable[str] = (),
     seed: int = 0,
     host_timed_threshold: float | None = None,
+    cross_device_spread: float | None = None,
 ) -> Comparison:
     """`perfmamba compare BASE NEW`: read both (any supported format; `DIR@COMMIT` picks a commit of an asv
     results folder; several runs of a side, one per process, as a list or comma-separated) and compare.
@@ -341,7 +357,7 @@ def compare_files(
         thresholds = load_thresholds_file(thresholds)
     config = GateConfig(default_threshold=threshold, thresholds=thresholds or {}, alpha=alpha,
                         correction=correction, higher_is_better=tuple(higher_is_better), seed=seed,
-                        host_timed_threshold=host_timed_threshold)
+                        host_timed_threshold=host_timed_threshold, cross_device_spread=cross_device_spread)
     base_specs, new_specs = split_specs(base), split_specs(new)
     return compare(load_side(base_specs), load_side(new_specs), config, base_label=",".join(base_specs),
                    new_label=",".join(new_specs))

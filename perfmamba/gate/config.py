@@ -24,7 +24,10 @@ class GateConfig:
     tolerated relative change; the first pattern that matches wins (list specific patterns first), else
     `default_threshold`. `higher_is_better` holds patterns of metrics where more is better, besides those whose
     unit says so (x, speedup, anything per second). `host_timed_threshold`: the threshold of host-timed GPU
-    samples (eager calls timed by events: the host's launch path is in them); None leaves them not assessed."""
+    samples (eager calls timed by events: the host's launch path is in them); None leaves them not assessed.
+    `cross_device_spread`: the measured spread between the GPUs of a host (max/min - 1 of the same work on each);
+    a benchmark timed on one GPU in BASE and another in NEW is judged only where it is within the threshold,
+    and never where it is None (unmeasured)."""
 
     default_threshold: float = DEFAULT_THRESHOLD
     thresholds: Mapping[str, float] = field(default_factory=dict)
@@ -37,6 +40,7 @@ class GateConfig:
     # micro-benchmark would otherwise cost seconds, and an interval from 2000 samples is already tight.
     max_bootstrap_samples: int = 2000
     host_timed_threshold: float | None = None
+    cross_device_spread: float | None = None
     # Moderate each benchmark's between-process variance towards the family's (perfmamba.gate.processes).
     moderate: bool = True
 
@@ -44,6 +48,8 @@ class GateConfig:
         check_relative_change("default_threshold", self.default_threshold)
         if self.host_timed_threshold is not None:
             check_relative_change("host_timed_threshold", self.host_timed_threshold)
+        if self.cross_device_spread is not None:
+            check_relative_change("cross_device_spread", self.cross_device_spread)
         for pattern, value in self.thresholds.items():
             if not isinstance(pattern, str) or not pattern:
                 raise ValueError(f"threshold patterns must be non-empty strings, got {pattern!r}")

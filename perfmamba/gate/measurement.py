@@ -27,7 +27,8 @@ class Measurement:
     the median (used only without samples); `rounds` is the number of measurements behind `median`.
     `groups`: the samples of each process (run) of a side where several were merged (`perfmamba.gate.runs`),
     the process being the statistical unit. `clock`: how a timing was taken (`perfmamba.timing.CLOCKS`), where
-    the source says; "cuda_event" is eager GPU timing, host-timed.
+    the source says; "cuda_event" is eager GPU timing, host-timed. `device`: the GPU it ran on (its UUID), where
+    the source says; the GPUs of a side's runs joined by "+" where they differ.
     """
 
     name: str
@@ -43,6 +44,7 @@ class Measurement:
     source: str = ""
     groups: tuple[tuple[float, ...], ...] | None = None
     clock: str | None = None
+    device: str | None = None
 
     @property
     def has_samples(self) -> bool:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import os
 import statistics
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,11 @@ def _read_benchmarks_doc(path: Path, doc: dict[str, Any]) -> dict[str, Measureme
         if m.name in out:
             raise ResultsFileError(f"{where}: benchmark {m.name!r} appears twice in the file")
         out[m.name] = m
+    # A perfmamba file ran on one GPU: its environment names it for every entry that does not name its own.
+    env = doc.get("environment")
+    uuid = env.get("gpu_uuid") if isinstance(env, dict) and isinstance(env.get("gpu_uuid"), str) else None
+    if uuid:
+        out = {k: m if m.device else replace(m, device=uuid) for k, m in out.items()}
     return out
 
 
@@ -190,11 +196,12 @@ def _pytest_benchmark_entry(entry: dict[str, Any], where: str, source: str) -> M
         raise ResultsFileError(f"{where}: 'extra_info' must be an object, got {short_repr(extra)}")
     raw = extra.get("samples_s") or stats.get("data")
     clock = extra.get("clock") if isinstance(extra.get("clock"), str) else None
+    device = extra.get("device") if isinstance(extra.get("device"), str) and extra.get("device") else None
     if raw:
         key = "extra_info.samples_s" if extra.get("samples_s") else "stats.data"
         samples = sample_values(raw, f"{where} {key}")
         return Measurement(name=name, unit="s", median=statistics.median(samples), samples=samples, rounds=len(samples),
-                           source=source, clock=clock if extra.get("samples_s") else None)
+                           source=source, clock=clock if extra.get("samples_s") else None, device=device)
     median = finite_number(stats.get("median"), f"{where} stats.median")
     if median <= 0:
         raise ResultsFileError(f"{where}: stats.median must be > 0, got {median}")
@@ -207,7 +214,7 @@ def _pytest_benchmark_entry(entry: dict[str, Any], where: str, source: str) -> M
     if rounds is not None and (isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1):
         raise ResultsFileError(f"{where}: stats.rounds must be an integer >= 1, got {short_repr(rounds)}")
     return Measurement(name=name, unit="s", median=median, q1=quartiles[0] if quartiles else None,
-                       q3=quartiles[1] if quartiles else None, rounds=rounds, source=source)
+                       q3=quartiles[1] if quartiles else None, rounds=rounds, source=source, device=device)
 
 
 def _extra_info_metrics(entry: dict[str, Any], name: str, where: str, source: str) -> list[Measurement]:

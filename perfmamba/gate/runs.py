@@ -78,6 +78,7 @@ def merge_runs(runs: Sequence[Mapping[str, Measurement]], labels: Sequence[str] 
             name=name, unit=first.unit, median=math.exp(statistics.fmean(math.log(v) for v in medians)),
             samples=pooled, rounds=len(pooled), higher_is_better=first.higher_is_better,
             source="; ".join(m.source for _, m in found), groups=groups, clock=first.clock,
+            device="+".join(sorted({m.device for _, m in found if m.device})) or None,
         )
     return out
 
