@@ -67,7 +67,7 @@ def unavailable_reason() -> str | None:
     if torch.cuda.is_available():
         return None
     problem = interpreter_problem()
-    return None if problem is None else f"no CUDA device, and {problem[0].lower()}{problem[1:]}"
+    return None if problem is None else f"no CUDA device, and {problem}"
 
 
 @functools.cache
