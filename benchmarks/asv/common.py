@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from perfmamba import load_model, ops, save_model
-from perfmamba.bench.cases import NO_CRITERION, Case, get_grid
+from perfmamba.bench.cases import NO_CRITERION, REFERENCE_LEVEL, Case, get_grid
 from perfmamba.bench.workloads import ModelCache, Workload, default_device, make_workload
 from perfmamba.models import MambaLM
 from perfmamba.timing import configure_process
@@ -44,7 +44,10 @@ def configure() -> None:
 def timing_params(level: str, mode: str, pruned_only: bool = False) -> list[list]:
     ratios = [r for r in GRID.ratios if r > 0] if pruned_only else list(GRID.ratios)
     criterion = NO_CRITERION if level == "op" else GRID.criteria[0]
-    return [list(GRID.presets), list(GRID.seqlens(mode)), list(GRID.batches(mode)), ratios, [criterion]]
+    if level == REFERENCE_LEVEL:  # dense models only
+        ratios, criterion = [0.0], NO_CRITERION
+    return [list(GRID.presets), list(GRID.seqlens(mode, level)), list(GRID.batches(mode, level)), ratios,
+            [criterion]]
 
 
 def timing_case(level: str, mode: str, preset: str, seqlen: int, batch: int, ratio: float, criterion: str) -> Case:

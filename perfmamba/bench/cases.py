@@ -5,6 +5,10 @@ A `Case` is one measured configuration; its `id` is stable (pytest ids, asv name
 the regression gate matches base and PR runs by it). A `Grid` spans cases over a few axes; `GRIDS` holds the
 named ones: `quick` (CPU CI, tiny byte-level presets), `gpu` (the GPU pull-request gate) and `full` (the GPU
 sweep over published model shapes, spread over a host's GPUs with pytest-xdist).
+
+Levels: "op" (the SSM scan alone), "block" (pre-norm + mixer), "model" (the language model) and "vs_mamba_ssm"
+(our model against mamba-ssm's `MambaLMHeadModel` with the same weights, timed interleaved in one process: a GPU
+level, dense only, at the few shapes of a grid's `reference_points`).
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from perfmamba.models.config import PRESETS
 from perfmamba.pruning.config import check_ratio
 from perfmamba.pruning.criteria import get_criterion
 
-Level = Literal["op", "block", "model"]
+Level = Literal["op", "block", "model", "vs_mamba_ssm"]
 Mode = Literal["prefill", "decode"]
-LEVELS: tuple[str, ...] = ("op", "block", "model")
+# Our model against mamba-ssm's with the same weights (perfmamba.bench.reference_model).
+REFERENCE_LEVEL = "vs_mamba_ssm"
+LEVELS: tuple[str, ...] = ("op", "block", "model", REFERENCE_LEVEL)
 DTYPES: dict[str, str] = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # The criterion of a dense case, and of op-level cases, whose pruned shapes do not depend on which states go.
 NO_CRITERION = "none"
@@ -66,6 +72,8 @@ class Case:
         object.__setattr__(self, "ratio", float(self.ratio))
         # A dense model has no criterion and an op-level case none that changes its shapes: normalising here keeps
         # one id per distinct measurement.
+        if self.level == REFERENCE_LEVEL and self.ratio > 0.0:
+            raise ValueError(f"a {REFERENCE_LEVEL} case compares dense models; got ratio {self.ratio}")
         if self.ratio == 0.0 or self.level == "op":
             object.__setattr__(self, "criterion", NO_CRITERION)
         elif self.criterion == NO_CRITERION:
@@ -124,6 +132,8 @@ class Grid:
     dtype: str = "fp32"
     levels: tuple[str, ...] = LEVELS
     modes: tuple[str, ...] = MODES
+    # The vs_mamba_ssm level: (mode, seqlen, batch) points, each for every preset, dense.
+    reference_points: tuple[tuple[str, int, int], ...] = ()
     # Perplexity: trained byte-level presets, evaluated at one context length.
     quality_presets: tuple[str, ...] = ()
     quality_seqlen: int = 256
@@ -145,14 +155,30 @@ class Grid:
             check_ratio(ratio)
         if not self.criteria:
             raise ValueError(f"grid {self.name!r} needs at least one criterion")
+        for point in self.reference_points:
+            if len(point) != 3:
+                raise ValueError(f"grid {self.name!r}: a reference point is (mode, seqlen, batch), got {point!r}")
+            check_choice(f"grid {self.name!r}: reference point mode", point[0], MODES)
+            check_at_least(f"grid {self.name!r}: reference point seqlen", point[1])
+            check_at_least(f"grid {self.name!r}: reference point batch", point[2])
 
-    def seqlens(self, mode: str) -> tuple[int, ...]:
+    def seqlens(self, mode: str, level: str | None = None) -> tuple[int, ...]:
+        if level == REFERENCE_LEVEL:
+            return tuple(dict.fromkeys(s for m, s, _ in self.reference_points if m == mode))
         return self.prefill_seqlens if mode == "prefill" else self.decode_seqlens
 
-    def batches(self, mode: str) -> tuple[int, ...]:
+    def batches(self, mode: str, level: str | None = None) -> tuple[int, ...]:
+        if level == REFERENCE_LEVEL:
+            return tuple(dict.fromkeys(b for m, _, b in self.reference_points if m == mode))
         return self.prefill_batches if mode == "prefill" else self.decode_batches
 
     def _timing(self, level: str, mode: str) -> Iterator[Case]:
+        if level == REFERENCE_LEVEL:
+            for preset in self.presets:
+                for md, seqlen, batch in self.reference_points:
+                    if md == mode:
+                        yield Case(preset, level, mode, seqlen, batch, 0.0, NO_CRITERION, self.dtype)
+            return
         # Preset and ratio outermost: consecutive cases share one built (and pruned) model.
         for preset, ratio in itertools.product(self.presets, self.ratios):
             for seqlen, batch in itertools.product(self.seqlens(mode), self.batches(mode)):
@@ -206,6 +232,8 @@ GRIDS: dict[str, Grid] = {
         ratios=(0.0, 0.5),
         criteria=("contribution",),
         dtype="fp32",
+        # Listed so that CPU CI runs the level's plumbing; every case skips there (mamba-ssm needs CUDA).
+        reference_points=(("prefill", 256, 8), ("decode", 64, 64)),
         quality_presets=("mamba1-tiny", "mamba2-tiny"),
         quality_seqlen=256,
         rounds=25,
@@ -226,6 +254,9 @@ GRIDS: dict[str, Grid] = {
         ratios=(0.0, 0.5, 0.9),
         criteria=("contribution",),
         dtype="bf16",
+        # Issue 15's shapes. A prefill b8 L8192 call takes ~0.08 s on an H200, a round two of them (ours and
+        # mamba-ssm's): the two prefill cases add ~10 s per preset with the models built, decode ~1 s.
+        reference_points=(("prefill", 8192, 8), ("decode", 512, 64)),
         quality_presets=("mamba1-tiny", "mamba2-tiny"),
         quality_seqlen=256,
         # A round replays >= 1 ms of calls, and replays repeat within ~0.3% in a process: few rounds suffice.
@@ -243,6 +274,7 @@ GRIDS: dict[str, Grid] = {
         ratios=(0.0, 0.1, 0.3, 0.5, 0.7, 0.9),
         criteria=("contribution", "energy", "delta", "gramian", "A", "weight", "random"),
         dtype="bf16",
+        reference_points=(("prefill", 8192, 8), ("decode", 512, 64)),
         quality_presets=("mamba1-small", "mamba2-small"),
         quality_seqlen=512,
         rounds=50,

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from perfmamba.bench.cases import Case
+from perfmamba.bench.cases import REFERENCE_LEVEL, Case
 from perfmamba.bench.harness import measure
 from perfmamba.bench.thresholds import (
     Thresholds,
@@ -60,8 +60,10 @@ def run_case(
     graph: bool = True,
 ) -> CaseResult:
     """Time `case` (on a GPU as CUDA-graph replays where `graph`); a pruned case is timed interleaved with its
-    dense twin (speedup: `paired_ratio`), and an op-level case whose op runs a plug-in interleaved with the
-    built-in backend (plugin_slowdown). No thresholds are checked here (`check_result`)."""
+    dense twin (speedup: `paired_ratio`), an op-level case whose op runs a plug-in interleaved with the
+    built-in backend (plugin_slowdown), and a vs_mamba_ssm case interleaved with mamba-ssm's model holding the
+    same weights (time_over_mamba_ssm; needs CUDA and mamba-ssm: `reference_model.unavailable_reason`). No
+    thresholds are checked here (`check_result`)."""
     workload: Workload = make_workload(case, device, models)
     dense = make_workload(case.dense(), device, models) if case.pruned else None
     baselines = {}
@@ -72,6 +74,12 @@ def run_case(
         builtin = builtin_backend(device, workload.info["op"])
         if workload.info["backend"] != builtin:
             baselines["builtin"] = op_workload(case, device, backend=builtin).fn
+    reference = None
+    if case.level == REFERENCE_LEVEL:
+        from perfmamba.bench.reference_model import ours_over_mamba_ssm, reference_workload
+
+        reference = reference_workload(case, device, models)
+        baselines["mamba_ssm"] = reference.fn
     samples, base = measure(benchmark, workload.fn, device, rounds=rounds, warmup=warmup, baselines=baselines,
                             graph=graph)
     extra: dict[str, Any] = {"case": case.id, "device": str(device), **workload.info, **samples.summary()}
@@ -83,6 +91,12 @@ def run_case(
         extra["builtin_backend"] = builtin
         extra["builtin_median_s"] = base["builtin"].median
         extra["plugin_slowdown"] = paired_ratio(samples, base["builtin"])
+    if reference is not None:
+        theirs = base["mamba_ssm"]
+        extra["time_over_mamba_ssm"] = ours_over_mamba_ssm(samples, theirs, case.id)
+        extra["mamba_ssm_median_s"] = theirs.median
+        extra["mamba_ssm_samples_s"] = list(theirs.seconds)
+        extra.update({f"mamba_ssm_{k}": v for k, v in reference.info.items()})
     peak = peak_memory_bytes(workload)
     if peak is not None:
         extra["peak_memory_bytes"] = peak
@@ -101,7 +115,8 @@ def check_result(result: CaseResult, thresholds: Thresholds) -> list[str]:
     """Assert every threshold that applies to `result`; returns the names of those checked."""
     checked = []
     extra, case = result.extra_info, result.case
-    for kind, key in (("speedup", "speedup"), ("memory", "memory_reduction"), ("cache", "cache_reduction")):
+    for kind, key in (("speedup", "speedup"), ("memory", "memory_reduction"), ("cache", "cache_reduction"),
+                      ("vs_mamba_ssm", "time_over_mamba_ssm")):
         if key in extra and assert_rule(thresholds, kind, case, extra[key]) is not None:
             checked.append(kind)
     if "plugin_slowdown" in extra:

@@ -32,6 +32,8 @@ RULES = {  # table -> (bound key, what the bound limits)
     "memory": ("min", "1 - peak GPU memory(pruned) / peak(dense) of one call"),
     "cache": ("min", "1 - decode cache bytes(pruned) / bytes(dense)"),
     "perplexity": ("max", "perplexity(pruned) / perplexity(dense) - 1, trained model, held-out text"),
+    "vs_mamba_ssm": ("max", "median of ours_i / mamba-ssm_i over rounds timed interleaved in one process, same "
+                            "weights (the vs_mamba_ssm level)"),
 }
 MATCH_KEYS = ("version", "level", "mode", "seqlen", "ratio", "criterion")
 # [<class>.gate]: what `perfmamba gate` tolerates between BASE and PR on this device class.

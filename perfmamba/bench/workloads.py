@@ -63,7 +63,7 @@ class ModelCache:
 
     def __init__(self, size: int = 3) -> None:
         self.size = size
-        self._models: OrderedDict[tuple, MambaLM] = OrderedDict()
+        self._models: OrderedDict[tuple, torch.nn.Module] = OrderedDict()
 
     @staticmethod
     def key(case: Case, device: torch.device) -> tuple:
@@ -92,6 +92,18 @@ class ModelCache:
             model = build_model(case.preset, device=device, dtype=case.torch_dtype, seed=0)
         self.put(case, device, model)
         return model
+
+    def derived(self, case: Case, device: torch.device, tag: str,
+                make: Callable[[MambaLM], torch.nn.Module]) -> torch.nn.Module:
+        """A module made from `case`'s model by `make` (mamba-ssm's copy of it: perfmamba.bench.reference_model),
+        made once and kept beside it under `tag`."""
+        key = (*self.key(case, device), tag)
+        if key not in self._models:
+            self._models[key] = make(self.get(case, device))
+            while len(self._models) > self.size:
+                self._models.popitem(last=False)
+        self._models.move_to_end(key)
+        return self._models[key]
 
     def clear(self) -> None:
         self._models.clear()
@@ -293,21 +305,30 @@ def block_workload(case: Case, model: MambaLM, device: torch.device, seed: int =
     return Workload(case, fn, device, info)
 
 
-def model_workload(case: Case, model: MambaLM, device: torch.device, seed: int = 0) -> Workload:
+def model_inputs(case: Case, vocab_size: int, device: torch.device, seed: int = 0) -> tuple[Tensor, ...]:
+    """Token ids of a model-level case: (ids,) for prefill, (prompt, token) for decode; drawn on the CPU from
+    `seed`, so that our model and mamba-ssm's (perfmamba.bench.reference_model) see the same tokens."""
     gen = torch.Generator().manual_seed(seed)
-    vocab, b = model.config.vocab_size, case.batch
-    info = _model_info(case, model, model)
+    ids = torch.randint(0, vocab_size, (case.batch, case.seqlen), generator=gen).to(device)
     if case.mode == "prefill":
-        ids = torch.randint(0, vocab, (b, case.seqlen), generator=gen).to(device)
+        return (ids,)
+    return ids, torch.randint(0, vocab_size, (case.batch,), generator=gen).to(device)
+
+
+def model_workload(case: Case, model: MambaLM, device: torch.device, seed: int = 0) -> Workload:
+    info = _model_info(case, model, model)
+    inputs = model_inputs(case, model.config.vocab_size, device, seed)
+    if case.mode == "prefill":
+        ids = inputs[0]
 
         @torch.inference_mode()
         def fn():
             return model(ids)
     else:
-        cache = model.allocate_cache(b)
+        prompt, token = inputs
+        cache = model.allocate_cache(case.batch)
         with torch.inference_mode():
-            model(torch.randint(0, vocab, (b, case.seqlen), generator=gen).to(device), cache=cache)
-        token = torch.randint(0, vocab, (b,), generator=gen).to(device)
+            model(prompt, cache=cache)
         info["cache_bytes"] = sum(layer.nbytes for layer in cache)
 
         @torch.inference_mode()
@@ -319,7 +340,8 @@ def model_workload(case: Case, model: MambaLM, device: torch.device, seed: int =
 
 
 def make_workload(case: Case, device: torch.device, models: ModelCache | None = None) -> Workload:
-    """The workload of any case; block and model levels take their (pruned) model from `models`."""
+    """The workload of any case; block and model levels take their (pruned) model from `models`. Of a
+    vs_mamba_ssm case, our model's side (mamba-ssm's: `reference_model.reference_workload`)."""
     if case.level == "op":
         return op_workload(case, device)
     model = (models or ModelCache(size=2)).get(case, device)

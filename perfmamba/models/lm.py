@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
 
-from perfmamba.checks import check_choice
+from perfmamba.checks import check_at_least, check_choice
 from perfmamba.models.common import PATHS, LayerCache, MixerBase, RMSNorm
 from perfmamba.models.components import span
 from perfmamba.models.config import ModelConfig, get_preset
@@ -115,7 +117,9 @@ class MambaLM(nn.Module):
                 if hasattr(module, "backend"):
                     module.backend = old_backend
 
-    def forward(self, input_ids: Tensor, cache: list[LayerCache] | None = None) -> Tensor:
+    def forward(self, input_ids: Tensor, cache: list[LayerCache] | None = None, *, num_last_tokens: int = 0) -> Tensor:
+        """Logits (batch, L, padded_vocab_size); of the last `num_last_tokens` positions only when > 0 (as
+        mamba-ssm's `num_last_tokens`: a prompt before decoding needs the last position's logits alone)."""
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, seqlen), got shape {tuple(input_ids.shape)}")
         with span("embedding"):
@@ -123,6 +127,8 @@ class MambaLM(nn.Module):
         residual = None
         for i, block in enumerate(self.backbone.layers):
             hidden, residual = block(hidden, residual, None if cache is None else cache[i])
+        if num_last_tokens > 0:
+            hidden, residual = hidden[:, -num_last_tokens:], residual[:, -num_last_tokens:]
         hidden = self.backbone._final_norm(hidden, residual)
         with span("lm_head"):
             return self.lm_head(hidden)
@@ -142,15 +148,99 @@ class MambaLM(nn.Module):
         return [mixer.allocate_cache(batch, dtype) for mixer in self.mixers]
 
     @torch.inference_mode()
-    def generate(self, input_ids: Tensor, max_new_tokens: int) -> Tensor:
-        """Greedy decoding: prefill the prompt, then `max_new_tokens` recurrent steps. Returns (batch, new)."""
-        cache = self.allocate_cache(input_ids.shape[0])
-        token = self(input_ids, cache=cache)[:, -1].argmax(-1)
-        out = [token]
+    def generate(
+        self, input_ids: Tensor, max_new_tokens: int, *, cg: bool = False, top_k: int = 1, temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Prefill the prompt `input_ids` (batch, L), then decode `max_new_tokens` tokens one recurrent step at a
+        time; returns the new token ids (batch, max_new_tokens).
+
+        `top_k=1` is greedy; otherwise a token is drawn (with `generator`) from the `top_k` most likely ones (0:
+        the whole vocabulary) after dividing the logits by `temperature`. Padding rows of the vocabulary are never
+        chosen. `cg=True` (CUDA only) runs the decode step as a CUDA graph, as mamba-ssm's `generate(..., cg=True)`
+        does: captured on the first call for a batch size (the model keeps a few, dropped when its weights, path
+        or backend change) and replayed per token, so the host's launch path leaves the loop."""
+        if input_ids.dim() != 2 or input_ids.shape[1] < 1:
+            raise ValueError(f"input_ids must be (batch, seqlen) with seqlen >= 1, got shape {tuple(input_ids.shape)}")
+        check_at_least("max_new_tokens", max_new_tokens)
+        check_at_least("top_k", top_k, 0)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+        weight = self.lm_head.weight
+        if cg and weight.device.type != "cuda":
+            raise ValueError(f"cg=True needs the model on a CUDA device; it is on {weight.device} (use cg=False)")
+        vocab = self.config.vocab_size
+
+        def sample(logits: Tensor) -> Tensor:
+            return sample_tokens(logits[:, :vocab], top_k, temperature, generator)
+
+        graph = _decode_graph(self, input_ids.shape[0]) if cg else None
+        cache = graph.cache if graph is not None else self.allocate_cache(input_ids.shape[0])
+        tokens = [sample(self(input_ids, cache=cache, num_last_tokens=1)[:, -1])]
         for _ in range(max_new_tokens - 1):
-            token = self.step(token, cache).argmax(-1)
-            out.append(token)
-        return torch.stack(out, dim=1)
+            logits = graph.step(tokens[-1]) if graph is not None else self.step(tokens[-1], cache)
+            tokens.append(sample(logits))
+        return torch.stack(tokens, dim=1)
+
+
+def sample_tokens(logits: Tensor, top_k: int = 1, temperature: float = 1.0,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """Next tokens (batch,) from logits (batch, vocab): the argmax when `top_k == 1`, else a draw from the
+    softmax of logits / temperature over the `top_k` largest (0: all)."""
+    if top_k == 1:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if 0 < top_k < logits.shape[-1]:
+        values, indices = logits.topk(top_k, dim=-1)
+        choice = torch.multinomial(values.softmax(-1), 1, generator=generator)
+        return indices.gather(-1, choice).squeeze(-1)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+class DecodeGraph:
+    """`model.step` for `batch` sequences captured in a CUDA graph, over a cache and a token buffer of its own:
+    `step(tokens)` copies the tokens in, replays, and returns the logits buffer (overwritten by the next step).
+    A prefill into `cache` (which writes its states in place) starts a new generation."""
+
+    def __init__(self, model: MambaLM, batch: int, warmups: int = 2) -> None:
+        device = model.lm_head.weight.device
+        self.cache = model.allocate_cache(batch)
+        self.tokens = torch.zeros(batch, dtype=torch.long, device=device)
+        # Warm-up on a side stream first: Triton kernels compile and autotune there, never inside a capture.
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(warmups):
+                model.step(self.tokens, self.cache)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.logits = model.step(self.tokens, self.cache)
+
+    def step(self, tokens: Tensor) -> Tensor:
+        self.tokens.copy_(tokens)
+        self.graph.replay()
+        return self.logits
+
+
+# Captured decode graphs per model, outside the module so that copy.deepcopy (pruning's copies) and pickling never
+# meet a CUDA graph; weak keys: a model's graphs go with it.
+_DECODE_GRAPHS: weakref.WeakKeyDictionary[MambaLM, OrderedDict[tuple, DecodeGraph]] = weakref.WeakKeyDictionary()
+MAX_DECODE_GRAPHS = 4  # batch sizes kept per model
+
+
+def _decode_graph(model: MambaLM, batch: int) -> DecodeGraph:
+    """The model's captured decode step for `batch`, captured now if the model has none for what it is now (its
+    parameters' storage, paths and backends: a graph replays the kernels and addresses it captured)."""
+    setup = tuple((getattr(m, "path", None), getattr(m, "backend", None)) for m in model.modules())
+    key = (batch, tuple(p.data_ptr() for p in model.parameters()), setup)
+    graphs = _DECODE_GRAPHS.setdefault(model, OrderedDict())
+    if key not in graphs:
+        graphs[key] = DecodeGraph(model, batch)
+        while len(graphs) > MAX_DECODE_GRAPHS:
+            graphs.popitem(last=False)
+    graphs.move_to_end(key)
+    return graphs[key]
 
 
 def _init_weights(model: MambaLM) -> None:

@@ -26,7 +26,8 @@ def test_dense_and_op_cases_have_no_criterion():
 @pytest.mark.parametrize("kwargs, message", [
     ({"ratio": 1.2}, r"ratio must be in \[0, 1\), got 1.2"),
     ({"ratio": -0.1}, r"ratio must be in \[0, 1\), got -0.1"),
-    ({"level": "layer"}, r"level must be one of \('op', 'block', 'model'\), got 'layer'"),
+    ({"level": "layer"}, r"level must be one of \('op', 'block', 'model', 'vs_mamba_ssm'\), got 'layer'"),
+    ({"level": "vs_mamba_ssm", "ratio": 0.5, "criterion": "energy"}, "compares dense models; got ratio 0.5"),
     ({"mode": "train"}, "mode must be one of"),
     ({"dtype": "fp8"}, "dtype must be one of"),
     ({"seqlen": 0}, "seqlen must be an integer >= 1, got 0"),
@@ -64,7 +65,8 @@ def test_pruned_models_have_the_case_shapes(case):
 def test_grids_are_well_formed(grid):
     cases = grid.cases()
     assert len(cases) == len(set(cases)) == len({c.id for c in cases})
-    assert {c.level for c in cases} == {"op", "block", "model"} and {c.mode for c in cases} == {"prefill", "decode"}
+    assert {c.level for c in cases} == {"op", "block", "model", "vs_mamba_ssm"}
+    assert {c.mode for c in cases} == {"prefill", "decode"}
     assert {c.version for c in cases} == {1, 2}
     # every pruned case has its dense twin in the grid: speedups need a baseline
     assert all(c.dense() in cases for c in cases if c.pruned)
@@ -76,7 +78,7 @@ def test_grids_are_well_formed(grid):
 
 def test_quick_grid_is_small_and_full_grid_spans_the_paper_axes():
     quick, full = GRIDS["quick"], GRIDS["full"]
-    assert len(quick.cases()) == 24 and quick.ratios == (0.0, 0.5) and quick.cpu_threads == 1
+    assert len(quick.cases()) == 24 + 4 and quick.ratios == (0.0, 0.5) and quick.cpu_threads == 1
     assert all(c.preset.endswith("-tiny") for c in quick.cases())
     assert {"mamba1-130m", "mamba1-1.4b", "mamba2-130m", "mamba2-1.3b"} <= set(full.presets)
     assert min(full.prefill_seqlens) == 512 and max(full.prefill_seqlens) == 16384

@@ -94,7 +94,7 @@ def test_generate_greedy_matches_argmax_of_forward():
     out = model.generate(ids, 4)
     seq = ids
     for _ in range(4):
-        nxt = model(seq)[:, -1].argmax(-1, keepdim=True)
+        nxt = model(seq)[:, -1, :model.config.vocab_size].argmax(-1, keepdim=True)  # padding rows are no tokens
         seq = torch.cat([seq, nxt], 1)
     assert torch.equal(out, seq[:, 5:])
 
