@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from perfmamba.bench.cases import Case
+from perfmamba.results import gpu_identity
 from perfmamba.timing import Samples, Timer, make_timer
 
 RESULT_KIND = "benchmark"
@@ -64,6 +65,15 @@ def _stats(seconds: list[float]) -> dict[str, Any]:
     }
 
 
+def _device(samples: Samples) -> dict[str, Any]:
+    """The GPU a case was timed on (index and UUID, see `perfmamba.results.gpu_identity`): the gate compares a
+    case only with itself on the same GPU, or across GPUs of a measured spread."""
+    if samples.clock not in ("cuda_graph", "cuda_event") or not torch.cuda.is_available():
+        return {}
+    identity = gpu_identity(torch.cuda.current_device())
+    return {"device": identity["gpu_uuid"], "gpu_index": identity["gpu_index"]}
+
+
 class Recorder:
     """Benchmark records of one pytest session (or of one xdist worker)."""
 
@@ -75,7 +85,7 @@ class Recorder:
             "name": name, "fullname": fullname, "group": f"{case.level}-{case.mode}", "case": case.id,
             "params": asdict(case), "stats": _stats(list(samples.seconds)),
             "extra_info": {"clock": samples.clock, "l2": samples.l2, "host_timed": samples.host_timed,
-                           **extra_info},
+                           **_device(samples), **extra_info},
         })
 
     def extend(self, records: list[dict[str, Any]]) -> None:

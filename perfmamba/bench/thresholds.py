@@ -42,6 +42,8 @@ GATE_KEYS = {
     "host_timed": "relative change tolerated for host-timed GPU samples (absent: not judged)",
     "patterns": "table of {benchmark-name glob: relative change}; the first match wins",
     "processes": "benchmark processes per side when `perfmamba gate --processes` is not given (default 3)",
+    "cross_device_spread": "measured spread of the same work across the host's GPUs; a benchmark timed on two "
+                           "GPUs is judged only where it is within the threshold (absent: never)",
 }
 DEFAULT_GATE_THRESHOLD = 0.02
 
@@ -106,6 +108,7 @@ class GateThresholds:
     host_timed: float | None = None
     patterns: tuple[tuple[str, float], ...] = ()
     processes: int = 3  # per side, when `perfmamba gate --processes` is not given
+    cross_device_spread: float | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,8 @@ def _gate(table: Any, where: str) -> GateThresholds:
         host_timed=_relative(table["host_timed"], f"{where} host_timed") if "host_timed" in table else None,
         patterns=tuple((str(k), _relative(v, f"{where}.patterns {k!r}")) for k, v in patterns.items()),
         processes=_count(table.get("processes", 3), f"{where} processes"),
+        cross_device_spread=(_relative(table["cross_device_spread"], f"{where} cross_device_spread")
+                             if "cross_device_spread" in table else None),
     )
 
 

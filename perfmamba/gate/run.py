@@ -307,7 +307,8 @@ def gate_config(options: GateOptions, device_class_name: str | None = None):
     if options.thresholds_file:
         patterns = load_thresholds_file(options.thresholds_file)
     default = table.default if options.threshold is None else options.threshold
-    return GateConfig(default_threshold=default, thresholds=patterns, host_timed_threshold=table.host_timed)
+    return GateConfig(default_threshold=default, thresholds=patterns, host_timed_threshold=table.host_timed,
+                      cross_device_spread=table.cross_device_spread)
 
 
 def gate(options: GateOptions, progress: Callable[[str], None] = print) -> tuple[int, dict]:

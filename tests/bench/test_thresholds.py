@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from perfmamba.bench.cases import GRIDS, Case
@@ -56,6 +58,17 @@ def test_gate_processes_per_device_class():
     # 6 a side on the GPUs (what caught every 4-6% op slowdown on the H200), 3 on the CPU (the default).
     assert [load_thresholds(c).gate.processes for c in ("cpu", "h100", "h200")] == [3, 6, 6]
     assert parse_thresholds({"cpu": {**BASE, "gate": {"processes": 4}}}, "cpu").gate.processes == 4
+
+
+def test_cross_device_spread_reaches_the_gate_config_and_is_absent_by_default():
+    from perfmamba.gate.run import GateOptions, gate_config
+
+    assert load_thresholds("h200").gate.cross_device_spread is None  # not measured: never across GPUs
+    t = parse_thresholds({"cpu": {**BASE, "gate": {"cross_device_spread": 0.004}}}, "cpu")
+    assert t.gate.cross_device_spread == 0.004
+    with pytest.raises(ValueError, match="cross_device_spread"):
+        parse_thresholds({"cpu": {**BASE, "gate": {"cross_device_spread": -1}}}, "cpu")
+    assert gate_config(GateOptions(base="a", pr="b", out=Path("o"))).cross_device_spread is None
 
 
 def test_unknown_device_class_lists_the_known_ones():
