@@ -65,13 +65,13 @@ def _stats(seconds: list[float]) -> dict[str, Any]:
     }
 
 
-def _device(samples: Samples) -> dict[str, Any]:
-    """The GPU a case was timed on (index and UUID, see `perfmamba.results.gpu_identity`): the gate compares a
-    case only with itself on the same GPU, or across GPUs of a measured spread."""
-    if samples.clock not in ("cuda_graph", "cuda_event") or not torch.cuda.is_available():
+def gpu_fields(device: torch.device) -> dict[str, Any]:
+    """The GPU a case runs on, for its extra_info (index and UUID, see `perfmamba.results.gpu_identity`): the gate
+    compares a case only with itself on the same GPU, or across GPUs of a measured spread. {} off CUDA."""
+    if device.type != "cuda":
         return {}
-    identity = gpu_identity(torch.cuda.current_device())
-    return {"device": identity["gpu_uuid"], "gpu_index": identity["gpu_index"]}
+    identity = gpu_identity(device.index if device.index is not None else torch.cuda.current_device())
+    return {"gpu_uuid": identity["gpu_uuid"], "gpu_index": identity["gpu_index"]}
 
 
 class Recorder:
@@ -85,7 +85,7 @@ class Recorder:
             "name": name, "fullname": fullname, "group": f"{case.level}-{case.mode}", "case": case.id,
             "params": asdict(case), "stats": _stats(list(samples.seconds)),
             "extra_info": {"clock": samples.clock, "l2": samples.l2, "host_timed": samples.host_timed,
-                           **_device(samples), **extra_info},
+                           **extra_info},
         })
 
     def extend(self, records: list[dict[str, Any]]) -> None:

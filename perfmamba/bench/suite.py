@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from perfmamba.bench.cases import REFERENCE_LEVEL, Case
-from perfmamba.bench.harness import measure
+from perfmamba.bench.harness import gpu_fields, measure
 from perfmamba.bench.thresholds import (
     Thresholds,
     assert_kernel_error,
@@ -82,7 +82,8 @@ def run_case(
         baselines["mamba_ssm"] = reference.fn
     samples, base = measure(benchmark, workload.fn, device, rounds=rounds, warmup=warmup, baselines=baselines,
                             graph=graph)
-    extra: dict[str, Any] = {"case": case.id, "device": str(device), **workload.info, **samples.summary()}
+    extra: dict[str, Any] = {"case": case.id, "device": str(device), **gpu_fields(torch.device(device)),
+                             **workload.info, **samples.summary()}
     extra["samples_s"] = list(samples.seconds)
     if "dense" in base:
         extra["dense_median_s"] = base["dense"].median

@@ -196,7 +196,7 @@ def _pytest_benchmark_entry(entry: dict[str, Any], where: str, source: str) -> M
         raise ResultsFileError(f"{where}: 'extra_info' must be an object, got {short_repr(extra)}")
     raw = extra.get("samples_s") or stats.get("data")
     clock = extra.get("clock") if isinstance(extra.get("clock"), str) else None
-    device = extra.get("device") if isinstance(extra.get("device"), str) and extra.get("device") else None
+    device = extra.get("gpu_uuid") if isinstance(extra.get("gpu_uuid"), str) and extra.get("gpu_uuid") else None
     if raw:
         key = "extra_info.samples_s" if extra.get("samples_s") else "stats.data"
         samples = sample_values(raw, f"{where} {key}")

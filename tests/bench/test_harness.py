@@ -63,17 +63,9 @@ def test_bad_worker_id():
         worker_gpu_index("master", 2)
 
 
-def test_records_name_the_gpu_a_case_was_timed_on(monkeypatch):
+def test_cases_name_the_gpu_they_run_on(monkeypatch):
     from perfmamba.bench import harness
 
-    case = Case("mamba1-tiny", "op", "prefill", 256, 8, 0.5)
-    rec = Recorder()
-    rec.add("cpu", "t::cpu", case, Samples((0.1, 0.2), "perf_counter"), {})
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert harness.gpu_fields(torch.device("cpu")) == {}
     monkeypatch.setattr(harness, "gpu_identity", lambda i: {"gpu": "H200", "gpu_index": i, "gpu_uuid": f"GPU-{i}"})
-    rec.add("gpu", "t::gpu", case, Samples((0.1, 0.2), "cuda_graph"), {})
-    extra = {r["name"]: r["extra_info"] for r in rec.records}
-    assert "device" not in extra["cpu"]
-    assert (extra["gpu"]["device"], extra["gpu"]["gpu_index"]) == ("GPU-1", 1)
-
+    assert harness.gpu_fields(torch.device("cuda", 1)) == {"gpu_uuid": "GPU-1", "gpu_index": 1}

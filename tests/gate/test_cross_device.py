@@ -65,8 +65,8 @@ def test_runs_of_one_side_on_several_gpus_name_them_all():
 
 def test_readers_take_the_gpu_from_each_entry_or_the_files_environment(tmp_path):
     pytest_benchmark = {"benchmarks": [
-        {"fullname": "t[a]", "stats": {"median": 1.0}, "extra_info": {"samples_s": [1.0, 1.1], "device": GPU1}},
-        {"fullname": "t[b]", "stats": {"median": 1.0}, "extra_info": {"samples_s": [1.0, 1.1]}},
+        {"fullname": "t[a]", "stats": {"median": 1.0}, "extra_info": {"samples_s": [1.0, 1.1], "gpu_uuid": GPU1}},
+        {"fullname": "t[b]", "stats": {"median": 1.0}, "extra_info": {"samples_s": [1.0, 1.1], "device": "cuda"}},
     ]}
     path = tmp_path / "pb.json"
     path.write_text(json.dumps(pytest_benchmark))
