@@ -30,23 +30,18 @@ if __package__ in (None, ""):  # run as a script from a checkout: import the per
 from perfmamba import ops  # noqa: E402
 from perfmamba.models import build_model  # noqa: E402
 from perfmamba.profiling import (  # noqa: E402
-    JSON_FILE,
-    RESULT_KIND,
     ProfileConfig,
     ProfileResult,
-    device_time,
-    format_header,
-    format_point,
-    format_series,
-    kernels_overlap,
     measure_peaks,
     profile,
     read_profile,
     reanalyse,
-    validate_profile,
     write_profile_json,
     write_report,
 )
+from perfmamba.profiling.analysis import device_time, kernels_overlap  # noqa: E402
+from perfmamba.profiling.formatting import format_header, format_point, format_series  # noqa: E402
+from perfmamba.profiling.result import JSON_FILE, RESULT_KIND, validate_profile  # noqa: E402
 from perfmamba.results import atomic_write_text, environment, read_json  # noqa: E402
 
 GPU_MODELS = ("mamba1-130m", "mamba2-130m", "mamba1-1.4b", "mamba2-1.3b")  # small first: they finish for sure
