@@ -16,6 +16,7 @@ from torch import Tensor
 
 BYTE_VOCAB_SIZE = 256
 HF_TOKENIZER_FILE = "tokenizer.json"
+_BATCH_CHARS = 8 * 1024 * 1024
 
 
 @runtime_checkable
@@ -85,6 +86,29 @@ class HFTokenizer:
             raise ValueError(f"{source}: not UTF-8 text ({e}); the byte tokenizer reads any bytes") from e
         ids = self._tok.encode(text, add_special_tokens=False).ids
         return torch.tensor(ids, dtype=torch.long)
+
+    def encode_batch(self, data: list[bytes], sources: list[str] | None = None) -> list[Tensor]:
+        """`encode` of many texts, on every core (the `tokenizers` package's own threads)."""
+        texts = []
+        for i, item in enumerate(data):
+            try:
+                texts.append(item.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                source = sources[i] if sources else f"<text {i}>"
+                raise ValueError(f"{source}: not UTF-8 text ({e}); the byte tokenizer reads any bytes") from e
+        # The fast variant skips the character offsets, which nothing here uses; batches of a few MB bound the
+        # memory of the per-token structures tokenizers builds before the ids are copied out.
+        encode = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
+        out: list[Tensor] = []
+        start = 0
+        while start < len(texts):
+            stop, size = start, 0
+            while stop < len(texts) and (stop == start or size + len(texts[stop]) <= _BATCH_CHARS):
+                size += len(texts[stop])
+                stop += 1
+            out += [torch.tensor(e.ids, dtype=torch.long) for e in encode(texts[start:stop], add_special_tokens=False)]
+            start = stop
+        return out
 
     def decode(self, ids: Tensor | list[int]) -> str:
         values = ids.tolist() if isinstance(ids, Tensor) else list(ids)

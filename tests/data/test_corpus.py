@@ -117,7 +117,11 @@ def test_missing_and_empty_corpora_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="the corpus is empty"):
         load_corpus(tmp_path)
     (tmp_path / "a.txt").write_text("abc")
-    with pytest.raises(ValueError, match="split must be one of .*got 'test'"):
+    with pytest.raises(ValueError, match="split must be one of .*got 'dev'"):
+        load_corpus(tmp_path / "a.txt").tokens("dev")
+    with pytest.raises(ValueError, match=r"one of \('train', 'val', 'all'\), got 'test' \(this corpus has no test"):
         load_corpus(tmp_path / "a.txt").tokens("test")
+    with pytest.raises(ValueError, match=r"test_fraction must be in \[0, 0.9\).* got 0.95"):
+        load_corpus(tmp_path, test_fraction=0.95)
     with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 1\), got 1.5"):
         load_corpus(tmp_path, val_fraction=1.5)
