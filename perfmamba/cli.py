@@ -78,6 +78,10 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib", default=None,
                    help="calibration data: a text file or folder, 'stdlib', a .pt/.npy of token ids, or random:N")
     p.add_argument("--calib-tokens", type=int, default=65536, help="at most this many calibration tokens")
+    p.add_argument("--calib-seqlen", type=int, default=None,
+                   help="calibration window in tokens (default 256); slowly decaying states carry memory over "
+                        "long spans that a short window cannot see: use the context the model will serve")
+    p.add_argument("--calib-batch-size", type=int, default=None, help="calibration rows per batch (default 8)")
     p.add_argument("--tokenizer", default=None, help="Hugging Face tokenizer file for text calibration data")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", type=Path, required=True,
@@ -97,8 +101,9 @@ def _prune(args: argparse.Namespace) -> int:
     options = {}
     if args.multiple is not None:
         options["multiple"] = parse_multiple(args.multiple)
-    if args.min_states is not None:
-        options["min_states"] = args.min_states
+    for name in ("min_states", "calib_seqlen", "calib_batch_size"):
+        if getattr(args, name) is not None:
+            options[{"calib_seqlen": "seq_len", "calib_batch_size": "batch_size"}.get(name, name)] = getattr(args, name)
     report = prune_checkpoint(
         args.model, args.out, ratio=args.ratio, criterion=args.criterion, allocation=args.allocation,
         mode=args.mode, calib=args.calib, calib_tokens=args.calib_tokens, tokenizer=args.tokenizer,

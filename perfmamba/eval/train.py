@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,7 @@ from torch import Tensor
 from perfmamba.data.corpus import Corpus, load_corpus
 from perfmamba.eval.perplexity import perplexity, resolve_device
 from perfmamba.eval.recipe import TrainConfig, batch_at, learning_rate, param_groups
+from perfmamba.models.config import ModelConfig
 from perfmamba.outputs import OutputError, check_directory, replacing_directory, sigterm_interrupts
 from perfmamba.results import read_json, write_json
 
@@ -126,6 +127,9 @@ def train(
     progress: bool | None = None,
     on_step: Callable[[int, float], None] | None = None,
     force: bool = False,
+    model_config: ModelConfig | None = None,
+    batch_fn: Callable[[Tensor, TrainConfig, int], Tensor] | None = None,
+    max_seconds: float | None = None,
 ) -> Path:
     """Train `config.preset` on the corpus and write the checkpoint to folder `out`; returns `out`.
 
@@ -139,6 +143,13 @@ def train(
     SIGTERM anywhere saves every finished step and raises `TrainingInterrupted`, which says how to resume.
     `on_step(done_steps, loss)` is called after every step. `corpus` may be passed if already loaded (it must be
     the one `config.data` names).
+
+    For recipes beyond the presets (none of these is part of `config`, so the cached models' keys stay as they
+    are; a resumed run must pass the same ones): `model_config` replaces the preset's architecture (a preset's
+    shape with a tokenizer's vocabulary); `batch_fn(tokens, config, step)` replaces `recipe.batch_at` (it must
+    depend on the step alone, as batch_at does); `max_seconds` stops after the first step that brings the
+    training time to it (the log says `stopped_by_time`; the schedule was sized for `config.steps`, so size
+    `steps` to the budget and keep this as a guard).
     """
     out = Path(out)
     if force:
@@ -153,7 +164,8 @@ def train(
     check_directory(out, reusable=lambda d: (d / STATE_FILE).is_file())
     with sigterm_interrupts():
         try:
-            return _train(config, out, device, corpus, progress, on_step)
+            return _train(config, out, device, corpus, progress, on_step,
+                          _Extras(model_config, batch_fn or batch_at, max_seconds))
         except KeyboardInterrupt as e:
             steps = _saved_steps(out)
             raise TrainingInterrupted(
@@ -170,7 +182,13 @@ def _saved_steps(out: Path) -> int:
         return 0
 
 
-def _train(config, out: Path, device, corpus, progress, on_step) -> Path:
+class _Extras(NamedTuple):
+    model_config: ModelConfig | None
+    batch_fn: Callable[[Tensor, TrainConfig, int], Tensor]
+    max_seconds: float | None
+
+
+def _train(config, out: Path, device, corpus, progress, on_step, extras: _Extras) -> Path:
     from tqdm.auto import tqdm
 
     from perfmamba.models import build_model
@@ -180,7 +198,7 @@ def _train(config, out: Path, device, corpus, progress, on_step) -> Path:
     state_path = out / STATE_FILE
 
     corpus = corpus if corpus is not None else load_corpus(config.data, max_bytes=config.max_bytes)
-    model = build_model(config.preset, device=device, seed=config.seed)
+    model = build_model(extras.model_config or config.preset, device=device, seed=config.seed)
     if corpus.train.numel() and int(corpus.train.max()) >= model.config.vocab_size:
         raise ValueError(
             f"the corpus has token id {int(corpus.train.max())}, outside {config.preset}'s vocabulary "
@@ -227,7 +245,7 @@ def _train(config, out: Path, device, corpus, progress, on_step) -> Path:
         with _interrupts_between_steps() as stop_if_interrupted:
             while done < config.steps:
                 t0 = time.perf_counter()
-                batch = batch_at(train_tokens, config, done)
+                batch = extras.batch_fn(train_tokens, config, done)
                 lr = learning_rate(config, done)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -254,6 +272,8 @@ def _train(config, out: Path, device, corpus, progress, on_step) -> Path:
                 if on_step is not None:
                     on_step(done, value)
                 stop_if_interrupted()
+                if extras.max_seconds is not None and elapsed >= extras.max_seconds:
+                    break
     except BaseException:
         # Keep every finished step: Ctrl-C, SIGTERM or a failing callback must not throw work away.
         if done > saved_at:
@@ -281,7 +301,8 @@ def _train(config, out: Path, device, corpus, progress, on_step) -> Path:
     # and anything else of the unfinished run are gone with it.
     with replacing_directory(out, force=True) as staging:
         write_model_files(model, staging, metadata={"training": summary, "train_config": asdict(config)})
-        _write_log(staging, config, corpus, losses, elapsed, device, completed=True, val=result, baselines=baselines)
+        _write_log(staging, config, corpus, losses, elapsed, device, completed=True, val=result, baselines=baselines,
+                   extras=extras, model=model)
     return out
 
 
@@ -293,7 +314,8 @@ def unigram_perplexity(train: Tensor, val: Tensor, vocab_size: int) -> float:
     return math.exp(-float(logp[val.cpu()].mean()))
 
 
-def _write_log(out, config, corpus, losses, elapsed, device, *, completed: bool, val=None, baselines=None) -> None:
+def _write_log(out, config, corpus, losses, elapsed, device, *, completed: bool, val=None, baselines=None,
+               extras: _Extras | None = None, model=None) -> None:
     tokens_per_step = config.batch_size * config.seq_len
     payload: dict[str, Any] = {
         "completed": completed,
@@ -303,8 +325,13 @@ def _write_log(out, config, corpus, losses, elapsed, device, *, completed: bool,
         "steps_done": len(losses),
         "train_time_s": elapsed,
         "tokens_per_s": len(losses) * tokens_per_step / elapsed if elapsed > 0 else None,
+        "tokens_seen": len(losses) * tokens_per_step,
         "losses": losses,
     }
+    if extras is not None and (extras.model_config is not None or extras.max_seconds is not None):
+        payload["model_config"] = asdict(model.config)
+        payload["max_seconds"] = extras.max_seconds
+        payload["stopped_by_time"] = len(losses) < config.steps
     if val is not None:
         # The baselines a model must beat: knowing nothing (uniform), and knowing only token frequencies.
         payload["validation"] = {**val.to_dict(), **(baselines or {})}

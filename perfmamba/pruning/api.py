@@ -106,10 +106,18 @@ def prune_states(
         layers=layer_reports(d_before, kept, scores),
         params_before=params_before, params_after=param_count(pruned),
         cache_bytes_before=bytes_before, cache_bytes_after=cache_bytes(pruned),
-        calibration={"batches": stats.batches, "tokens": stats.tokens, "seconds": stats.seconds, **calibration_note},
+        calibration=calibration_record(stats, cfg) | calibration_note,
         config_before=dataclasses.asdict(model_config), config_after=dataclasses.asdict(pruned.config),
     )
     return pruned, report
+
+
+def calibration_record(stats: CalibrationStats, cfg: PruneConfig) -> dict[str, Any]:
+    """What the report says about the calibration: its size, time and window. `seq_len` is the longest row the
+    model actually ran over (a 2-D tensor keeps its rows, a stream shorter than one window is one shorter row),
+    `seq_len_requested` the config's; the scores of slowly decaying states depend on it (see `PruneConfig`)."""
+    return {"batches": stats.batches, "tokens": stats.tokens, "seconds": stats.seconds,
+            "seq_len": stats.seq_len, "seq_len_requested": cfg.seq_len, "batch_size": cfg.batch_size}
 
 
 def save_pruned(

@@ -148,6 +148,7 @@ class CalibrationStats:
     batches: int = 0
     tokens: int = 0
     seconds: float = 0.0
+    seq_len: int = 0  # the longest calibration row seen: how far back any state's memory was exercised
 
     @property
     def version(self) -> int:
@@ -264,6 +265,7 @@ def calibrate(
                 model(batch.to(device))
                 stats.batches += 1
                 stats.tokens += batch.numel()
+                stats.seq_len = max(stats.seq_len, batch.shape[1])
     finally:
         for h in handles:
             h.remove()

@@ -42,7 +42,13 @@ class PruneConfig:
         down to a power of two. None: the smallest count mamba-ssm's kernels accept (1 for Mamba-1; for
         Mamba-2 the smallest m with ngroups * m a multiple of 4).
     seed: for the `random` criterion.
-    batch_size, seq_len: how a flat token stream is cut for calibration (a 2-D tensor keeps its rows).
+    batch_size, seq_len: how a flat token stream is cut for calibration (a 2-D tensor keeps its rows). seq_len
+        is the calibration window, and it matters: a state that decays slowly carries memory over thousands of
+        tokens, and its activity (h_n, C_n h_n) only builds up over a window that long; calibrated in windows of
+        256 it looks idle and is cut first, although the model needs it at the context it serves. Calibrate at
+        the length the model will serve (the report records the length used). The default stays 256, the
+        length of every published result so far; a longer window costs time linearly (the calibration's
+        recurrence runs step by step over time).
     max_batches: stop calibrating after this many batches (None: all).
     """
 

@@ -47,7 +47,8 @@ class PruneReport:
     params_after: int
     cache_bytes_before: int  # decode cache (conv + SSM state) of one sequence, all layers
     cache_bytes_after: int
-    calibration: dict[str, Any] = field(default_factory=dict)  # batches, tokens, seconds
+    # batches, tokens, seconds, seq_len (the longest row calibrated on), seq_len_requested, batch_size
+    calibration: dict[str, Any] = field(default_factory=dict)
     config_before: dict[str, Any] = field(default_factory=dict)
     config_after: dict[str, Any] = field(default_factory=dict)
 
@@ -124,6 +125,8 @@ class PruneReport:
             f"parameters: {self.params_before:,} -> {self.params_after:,} ({100 * self.param_saving:.2f}% saved)",
             f"decode cache per sequence: {self.cache_bytes_before:,} -> {self.cache_bytes_after:,} bytes "
             f"({100 * self.cache_saving:.2f}% saved)",
+            *([f"calibration: {self.calibration['tokens']:,} tokens in rows of {self.calibration['seq_len']:,}"]
+              if self.calibration.get("tokens") and self.calibration.get("seq_len") else []),
             *([f"warning: {self.calibration['warning']}"] if self.calibration.get("warning") else []),
         ])
 

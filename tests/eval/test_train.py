@@ -49,8 +49,8 @@ def test_config_validation():
         TrainConfig(steps=0)
     with pytest.raises(ValueError, match="seq_len and eval_seq_len must be >= 2"):
         TrainConfig(seq_len=1)
-    with pytest.raises(ValueError, match="no training recipe for preset 'mamba1-130m'"):
-        train_config("mamba1-130m")
+    with pytest.raises(ValueError, match="no training recipe for preset 'mamba1-1.4b'"):
+        train_config("mamba1-1.4b")
     assert train_config("mamba2-tiny", steps=5, lr=None).steps == 5
 
 
