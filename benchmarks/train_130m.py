@@ -126,7 +126,7 @@ def build_corpus(args, scratch: Path):
     """The corpus with its test split, and the tokenizer (trained on the train split for bpe:N)."""
     tok = ByteTokenizer()
     if args.tokenizer.startswith("bpe:"):
-        from perfmamba.data.bpe import train_tokenizer
+        from perfmamba.data import train_tokenizer
 
         as_bytes = load_corpus(args.data, None, max_bytes=args.max_bytes, test_fraction=0.1)
         log(f"corpus {as_bytes.id}: {as_bytes.n_bytes / 2**20:.1f} MiB; training {args.tokenizer}")
