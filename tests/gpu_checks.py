@@ -2,6 +2,15 @@
 
 import torch
 
+from perfmamba.models import ModelConfig
+
+# Small models of both versions that mamba-ssm's kernels run at every pruned N' the GPU tests try
+SMALL_CONFIGS = {
+    1: ModelConfig(version=1, d_model=256, n_layer=3, vocab_size=1000, d_state=16),
+    2: ModelConfig(version=2, d_model=256, n_layer=3, vocab_size=1000, pad_vocab_size_multiple=16,
+                   d_state=64, headdim=64, chunk_size=64),
+}
+
 # fp32 on the GPU: mamba-ssm's kernels and ours sum in other orders
 RTOL, ATOL = 6e-4, 2e-3
 

@@ -5,21 +5,14 @@ Skipped without CUDA or mamba-ssm."""
 from perfmamba.bench.cases import REFERENCE_LEVEL
 from perfmamba.bench.reference_model import ours_over_mamba_ssm, reference_workload, unavailable_reason
 
-from .common import GRID, MODELS, PARAM_NAMES, configure, device, model_store, timing_case, timing_params, workload
+from .common import GRID, MODELS, _CaseBase, timing_params, workload
 
 
-class _VsMambaSsm:
-    level, mode = REFERENCE_LEVEL, "prefill"
-    param_names = PARAM_NAMES
-    number = 1
-    timeout = 1200
-
-    setup_cache = staticmethod(model_store)
+class _VsMambaSsm(_CaseBase):
+    level = REFERENCE_LEVEL
 
     def setup(self, store, preset, seqlen, batch, ratio, criterion):
-        configure()
-        self.case = timing_case(self.level, self.mode, preset, seqlen, batch, ratio, criterion)
-        self.device = device()
+        super().setup(store, preset, seqlen, batch, ratio, criterion)
         reason = unavailable_reason(self.device)
         if reason is not None:
             raise NotImplementedError(reason)

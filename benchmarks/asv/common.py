@@ -100,26 +100,34 @@ def model_store() -> str:
     return os.getcwd()
 
 
-class _TimingBase:
-    """time_call: asv's own wall-clock timing of one call (synchronised on a GPU); track_device_time: our median
-    of CUDA-event (or perf_counter) samples after an L2 flush, which is the number to trust on a GPU."""
+class _CaseBase:
+    """One grid case per parameter set: the case and the device, on the shared model store."""
 
     level = "model"
     mode = "prefill"
     param_names = PARAM_NAMES
     number = 1
-    repeat = (3, 15, 20.0)
-    warmup_time = 0.2
     timeout = 1200
 
     setup_cache = staticmethod(model_store)
 
     def setup(self, store, preset, seqlen, batch, ratio, criterion):
-        from perfmamba.timing import RoundTimer
-
         configure()
         self.case = timing_case(self.level, self.mode, preset, seqlen, batch, ratio, criterion)
         self.device = device()
+
+
+class _TimingBase(_CaseBase):
+    """time_call: asv's own wall-clock timing of one call (synchronised on a GPU); track_device_time: our median
+    of CUDA-event (or perf_counter) samples after an L2 flush, which is the number to trust on a GPU."""
+
+    repeat = (3, 15, 20.0)
+    warmup_time = 0.2
+
+    def setup(self, store, preset, seqlen, batch, ratio, criterion):
+        from perfmamba.timing import RoundTimer
+
+        super().setup(store, preset, seqlen, batch, ratio, criterion)
         self.workload = workload(self.case, self.device, store)
         self.round_timer = RoundTimer(self.workload.fn, self.device)
 
@@ -134,21 +142,11 @@ class _TimingBase:
     track_device_time.unit = "seconds"
 
 
-class _SpeedupBase:
+class _SpeedupBase(_CaseBase):
     """Pruned vs dense, timed interleaved in one process: median over rounds of dense_i / pruned_i."""
 
-    level = "model"
-    mode = "prefill"
-    param_names = PARAM_NAMES
-    number = 1
-    timeout = 1200
-
-    setup_cache = staticmethod(model_store)
-
     def setup(self, store, preset, seqlen, batch, ratio, criterion):
-        configure()
-        self.case = timing_case(self.level, self.mode, preset, seqlen, batch, ratio, criterion)
-        self.device = device()
+        super().setup(store, preset, seqlen, batch, ratio, criterion)
         self.pruned = workload(self.case, self.device, store)
         self.dense = workload(self.case.dense(), self.device, store)
 

@@ -119,7 +119,6 @@ def test_asv_classes_span_the_level_and_skip_without_cuda(monkeypatch, tmp_path)
         assert bench.VsMambaSsmPrefill.params == [["mamba1-tiny", "mamba2-tiny"], [256], [8], [0.0], ["none"]]
         assert bench.VsMambaSsmDecode.params == [["mamba1-tiny", "mamba2-tiny"], [64], [64], [0.0], ["none"]]
         monkeypatch.setattr(common, "device", lambda: torch.device("cpu"))
-        monkeypatch.setattr(bench, "device", lambda: torch.device("cpu"))
         with pytest.raises(NotImplementedError, match="CUDA only"):
             bench.VsMambaSsmPrefill().setup(str(tmp_path), "mamba1-tiny", 256, 8, 0.0, "none")
         with pytest.raises(NotImplementedError, match="not a case of grid 'quick'"):

@@ -3,21 +3,17 @@ its decode step our step's, its generate our generate's tokens, and a case times
 
 import pytest
 import torch
-from gpu_checks import ATOL, RTOL
+from gpu_checks import ATOL, RTOL, SMALL_CONFIGS
 
 from perfmamba.bench import reference_model
 from perfmamba.bench.cases import REFERENCE_LEVEL, Case
 from perfmamba.bench.suite import run_case
 from perfmamba.bench.workloads import ModelCache
-from perfmamba.models import ModelConfig, build_model
+from perfmamba.models import build_model
 
 pytestmark = [pytest.mark.gpu, pytest.mark.mamba_ssm]
 
-CONFIGS = {
-    1: ModelConfig(version=1, d_model=256, n_layer=3, vocab_size=1000, d_state=16),
-    2: ModelConfig(version=2, d_model=256, n_layer=3, vocab_size=1000, pad_vocab_size_multiple=16,
-                   d_state=64, headdim=64, chunk_size=64),
-}
+CONFIGS = SMALL_CONFIGS
 
 
 @pytest.mark.parametrize("version", [1, 2])

@@ -2,18 +2,14 @@
 
 import pytest
 import torch
-from gpu_checks import ATOL, RTOL, assert_matches_on_both_paths
+from gpu_checks import ATOL, RTOL, SMALL_CONFIGS, assert_matches_on_both_paths
 
-from perfmamba.models import ModelConfig, build_model, load_model
+from perfmamba.models import build_model, load_model
 from perfmamba.pruning import calibrate, prune_states, save_pruned
 
 pytestmark = [pytest.mark.gpu, pytest.mark.mamba_ssm]
 
-CONFIGS = {
-    1: ModelConfig(version=1, d_model=256, n_layer=3, vocab_size=1000, d_state=16),
-    2: ModelConfig(version=2, d_model=256, n_layer=3, vocab_size=1000, pad_vocab_size_multiple=16,
-                   d_state=64, headdim=64, chunk_size=64),
-}
+CONFIGS = SMALL_CONFIGS
 
 
 @pytest.mark.parametrize("version", [1, 2])
