@@ -7,8 +7,8 @@ wins (ties: the earlier candidate), is cached for the key, and every later call 
 first call inside a CUDA-graph capture cannot be timed: it runs the first available candidate, uncached, and warns
 once.
 
-Timed eagerly instead (CUDA events around one launch), a decode kernel of ~40 us device time measured 125-180 us:
-the host's wrapper and launch, not the kernel, decided the choice (docs/results/state_update.md).
+Timed eagerly instead (CUDA events around one launch), the host's wrapper and launch, not the kernel, decided the
+choice (docs/results/state_update.md has the numbers).
 """
 
 from __future__ import annotations

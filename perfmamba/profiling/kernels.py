@@ -97,11 +97,14 @@ def _own_kernels(event) -> list:
     return [k for k in event.kernels if k.name != event.name]
 
 
+def _cpu_ops(events: Iterable) -> Iterator:
+    """The host-side events of a trace (ops and ranges), the ones that launch kernels."""
+    return (e for e in events if not getattr(e, "is_async", False) and e.device_type == torch.autograd.DeviceType.CPU)
+
+
 def _fused_gemms(events: Iterable) -> Iterator[tuple[object, object]]:
     """(launching event, kernel) of every GEMM kernel inside "mixer_fused", in the trace's order."""
-    for event in events:
-        if getattr(event, "is_async", False) or event.device_type != torch.autograd.DeviceType.CPU:
-            continue
+    for event in _cpu_ops(events):
         if _enclosing_component(event) == "mixer_fused":
             for kernel in _own_kernels(event):
                 if classify_kernel(kernel.name, event.name) == "gemm":
@@ -134,9 +137,7 @@ def kernel_attribution(events: Iterable, runs: int, *, device_time: bool,
     totals: dict[str, float] = defaultdict(float)
     unclassified: dict[str, float] = defaultdict(float)
     count = 0
-    for event in events:
-        if getattr(event, "is_async", False) or event.device_type != torch.autograd.DeviceType.CPU:
-            continue
+    for event in _cpu_ops(events):
         component = _enclosing_component(event)
         if device_time:
             for kernel in _own_kernels(event):
@@ -266,7 +267,10 @@ def split_by_markers(marks: Sequence[tuple[str, str]], kernels: Sequence[tuple[s
     for name, us in kernels:
         if MARKER.search(name):
             kind, component = marks[seen % len(marks)]
-            stack.append(component) if kind == "enter" else stack.pop()
+            if kind == "enter":
+                stack.append(component)
+            else:
+                stack.pop()
             seen += 1
             continue
         samples[stack[-1] if stack else OTHER][min(seen // len(marks), runs - 1) if marks else 0] += us * 1e-6

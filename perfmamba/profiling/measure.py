@@ -121,13 +121,17 @@ class PointMeasurement:
             tokens = r.batch
             r.cache_bytes_per_sequence = sum(c.nbytes for c in cache) // r.batch
             r.cache_bytes_per_sequence_model = cache_bytes_per_sequence(self.config, cfg.dtype)
-        if not (r.mode == "decode" and self.cuda and cfg.decode_timing == "graph" and self._time_graph(fn, costs,
-                                                                                                       tokens)):
-            self._time(fn, costs, tokens)
+        total = total_cost(costs)
+        r.flops, r.bytes = total.flops, total.bytes
+        self._costs = costs
+        graph_decode = r.mode == "decode" and self.cuda and cfg.decode_timing == "graph"
+        if not (graph_decode and self._time_graph(fn, costs)):
+            self._time(fn, costs)
             if cfg.kernel_attribution:
                 self._attribute(fn, costs, tokens)
             if cfg.cuda_graphs and self.cuda:
                 self._graph(fn)
+        r.tokens_per_s = tokens / r.time_s
         if cfg.memory:
             self._memory(fn)
         if self.count_flops:
@@ -144,7 +148,7 @@ class PointMeasurement:
         wanted = math.ceil(cfg.min_time_s / (2 * max(estimate, 1e-9)))  # two calls per round: e2e and traced
         return min(10 * cfg.rounds, max(cfg.rounds, wanted))
 
-    def _time(self, fn: Callable[[], object], costs: dict[str, Cost], tokens: int) -> None:
+    def _time(self, fn: Callable[[], object], costs: dict[str, Cost]) -> None:
         r, cfg = self.result, self.cfg
         timer = SpanTimer(self.device)
 
@@ -167,9 +171,6 @@ class PointMeasurement:
         r.traced_time_s = traced_samples.median
         # Paired round by round (the traced and untraced calls of a round ran moments apart): drift cancels.
         r.coverage = paired_ratio(Samples(tuple(sum(run.values()) for run in runs), e2e.clock), e2e)
-        r.tokens_per_s = tokens / e2e.median
-        total = total_cost(costs)
-        r.flops, r.bytes = total.flops, total.bytes
         for name, values in per_component.items():
             cost = costs.get(name)
             if name == "mixer_fused":
@@ -180,27 +181,39 @@ class PointMeasurement:
                 flops=cost.flops if cost else 0.0, bytes=cost.bytes if cost else 0.0,
                 matmul_flops=cost.matmul_flops if cost else 0.0,
             ))
-        self._costs = costs
 
-    def _time_graph(self, fn: Callable[[], object], costs: dict[str, Cost], tokens: int) -> bool:
+    def _graph_samples(self, fn: Callable[[], object]) -> Samples | None:
+        """`fn` timed as CUDA-graph replays, or None with the reason in the point's message: an uncapturable call
+        (or no room for the graph's own memory pool) must not cost the point its other measurements."""
+        try:
+            samples = time_fn(fn, self.device, rounds=self.cfg.rounds, warmup=self.cfg.warmup)
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            with contextlib.suppress(Exception):
+                free_memory(self.device)
+            self.result.message = f"CUDA graph capture failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            return None
+        if samples.clock != "cuda_graph":  # timed eagerly instead: not a graph time
+            self.result.message = f"CUDA graph capture failed: {samples.note}"
+            return None
+        return samples
+
+    def _time_graph(self, fn: Callable[[], object], costs: dict[str, Cost]) -> bool:
         """The call replayed from a CUDA graph: its total from the replay, each component's from its kernels in
         the replay. False (and a message) where the call cannot be captured: the caller times it eagerly."""
         r, cfg = self.result, self.cfg
+        samples = self._graph_samples(fn)
+        if samples is None:
+            r.message = f"timed eagerly: {r.message}"
+            return False
         try:
-            samples = time_fn(fn, self.device, rounds=cfg.rounds, warmup=cfg.warmup)
-            if samples.clock != "cuda_graph":
-                raise RuntimeError(samples.note or "no graph")
             attribution = graph_attribution(fn, self.device, max(cfg.profiler_runs, 5), flush=l2_flush(self.device))
-        except Exception as e:  # noqa: BLE001 - an uncapturable step is timed eagerly, and says so
+        except Exception as e:  # noqa: BLE001 - as an uncapturable step: timed eagerly, and says so
             with contextlib.suppress(Exception):
                 free_memory(self.device)
             r.message = f"timed eagerly: CUDA graph capture failed: {str(e).splitlines()[0][:200]}"
             return False
         r.clock, r.time_s, r.samples_s = samples.clock, samples.median, list(samples.seconds)
         r.graph_time_s, r.graph_samples_s = r.time_s, list(samples.seconds)
-        r.tokens_per_s = tokens / r.time_s
-        total = total_cost(costs)
-        r.flops, r.bytes = total.flops, total.bytes
         r.busy_s = attribution.busy
         r.busy_fraction = r.coverage = attribution.busy / r.time_s
         r.launch_bound = r.busy_fraction < cfg.launch_bound_threshold
@@ -213,7 +226,6 @@ class PointMeasurement:
             ))
         order = [*components_of(self.config), OTHER]
         r.components.sort(key=lambda c: order.index(c.name) if c.name in order else len(order))
-        self._costs = costs
         return True
 
     def _attribute(self, fn: Callable[[], object], costs: dict[str, Cost], tokens: int) -> None:
@@ -262,19 +274,9 @@ class PointMeasurement:
         r.components[index:index + 1] = new
 
     def _graph(self, fn: Callable[[], object]) -> None:
-        r = self.result
-        try:
-            graph = time_fn(fn, self.device, rounds=self.cfg.rounds, warmup=self.cfg.warmup)
-        except Exception as e:  # noqa: BLE001 - an uncapturable op (or no room for the graph's own memory pool)
-            # must not cost the point its eager measurements
-            with contextlib.suppress(Exception):
-                free_memory(self.device)
-            r.message = f"CUDA graph capture failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-            return
-        if graph.clock != "cuda_graph":  # timed eagerly instead: not a graph time
-            r.message = f"CUDA graph capture failed: {graph.note}"
-            return
-        r.graph_time_s, r.graph_samples_s = graph.median, list(graph.seconds)
+        samples = self._graph_samples(fn)
+        if samples is not None:
+            self.result.graph_time_s, self.result.graph_samples_s = samples.median, list(samples.seconds)
 
     def _memory(self, fn: Callable[[], object]) -> None:
         r = self.result
