@@ -176,19 +176,23 @@ def kernel_section(args, device, bandwidth: float) -> list[dict]:
 
 def config_section(args, device) -> list[dict]:
     rows = []
-    h, p = next(iter(args.mamba2_shapes.values()))
-    for n in args.config_dstates:
+    for shape, (h, p), n in ((s, hp, n) for s, hp in args.mamba2_shapes.items() for n in args.config_dstates):
         fns = {}
         for config in args.configs:
             a, kw = decode_inputs(args.batch, h, p, n, device, args.dtype)
             fns[",".join(map(str, config))] = (
                 lambda a=a, kw=kw, c=config: state_update_triton.selective_state_update_triton(*a, **kw, config=c))
+        a, kw = decode_inputs(args.batch, h, p, n, device, args.dtype)
+        baseline = ops.resolve("selective_state_update", args.baseline, a[1])[1]
+        fns[args.baseline] = lambda fn=baseline, a=a, kw=kw: fn(*a, **kw)  # timed beside them, never "best"
         samples = time_interleaved(fns, device, rounds=args.rounds, warmup=args.warmup)
+        base = samples.pop(args.baseline)
         best = min(samples, key=lambda k: samples[k].median)
-        rows.append({"dstate": n, "default": list(state_update_triton.default_config(p, n)), "best": best,
-                     "configs": {k: summary(s) for k, s in samples.items()}})
-        log(f"configs N'={n}: best {best} {samples[best].median * 1e6:.1f} us, default "
-            f"{state_update_triton.default_config(p, n)}")
+        rows.append({"shape": shape, "dstate": n, "default": list(state_update_triton.default_config(p, n)),
+                     "best": best,
+                     "configs": {k: summary(s) for k, s in samples.items()}, args.baseline: summary(base)})
+        log(f"configs {shape} N'={n}: best {best} {samples[best].median * 1e6:.1f} us, default "
+            f"{state_update_triton.default_config(p, n)}, {args.baseline} {base.median * 1e6:.1f} us")
     return rows
 
 
@@ -386,6 +390,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="CPU smoke run: Triton's interpreter, tiny shapes, 1 round")
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset to run")
+    p.add_argument("--configs", dest="configs_arg", default=None,
+                   help="configs section: 'BLOCK_M,BLOCK_N,warps;...' (default: " + ";".join(
+                       ",".join(map(str, c)) for c in CONFIGS) + ")")
+    p.add_argument("--config-dstates", dest="config_dstates_arg", default=None, help="configs section: comma-separated N' (default 128,116,88)")
     args = p.parse_args(argv)
     args.device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     args.dtype, args.batch, args.chunk_size, args.warmup = torch.bfloat16, 64, 256, 2
@@ -409,6 +417,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.ssd_padded = "reference_padded"
         ops.register("ssd_scan", "reference_padded", ssd_padded.pad_ssd_scan(ops.ssd_scan_ref))
         autoselect.register_fastest("selective_state_update", ("reference", "triton"), mutated=(0,), reps=1)
+    if args.configs_arg is not None:
+        args.configs = tuple(tuple(int(v) for v in c.split(",")) for c in args.configs_arg.split(";") if c)
+        if any(len(c) != 3 for c in args.configs):
+            raise SystemExit(f"--configs must be 'BLOCK_M,BLOCK_N,warps;...', got {args.configs_arg!r}")
+    if args.config_dstates_arg is not None:
+        args.config_dstates = tuple(int(v) for v in args.config_dstates_arg.split(","))
     args.probe_backends = tuple(probe_name(c) for c in args.probe_configs)
     args.model_backends = (args.baseline, "triton", "fastest", *args.probe_backends, "skip")
     args.sections = [s for s in args.sections.split(",") if s]

@@ -367,12 +367,14 @@ def time_interleaved(
     fns: Mapping[str, Callable[[], object]], device: torch.device | str, *, rounds: int = 20, warmup: int = 3,
     flush_l2: bool = True, graph: bool = True,
 ) -> dict[str, Samples]:
-    """Time several callables round-robin (A B A B ...), so that a drift of clock speed or of background load
-    over the run hits them alike and their ratio stays fair. Returns the samples by name."""
+    """Time several callables round-robin, so that a drift of clock speed or of background load over the run
+    hits them alike and their ratio stays fair; the order flips every round (A B, B A, A B ...), so that no
+    callable always runs first or always right after another. Returns the samples by name."""
     _check_rounds(rounds, warmup)
     timers = {name: make_timer(fn, device, graph=graph, flush_l2=flush_l2) for name, fn in fns.items()}
-    for _ in range(warmup + rounds):
-        for timer in timers.values():
+    order = list(timers.values())
+    for i in range(warmup + rounds):
+        for timer in order if i % 2 == 0 else reversed(order):
             timer.round()
     return {name: timer.samples(skip=warmup) for name, timer in timers.items()}
 

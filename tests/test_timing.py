@@ -19,11 +19,11 @@ def test_time_fn_drops_warmup_and_measures_each_call():
     assert 0.004 <= samples.median < 0.04 and samples.min <= samples.median
 
 
-def test_interleaved_timing_alternates_and_separates():
+def test_interleaved_timing_alternates_flips_the_order_and_separates():
     log = []
     s = time_interleaved({"slow": sleeper(0.006, log, "slow"), "fast": sleeper(0.002, log, "fast")}, "cpu",
                          rounds=4, warmup=1)
-    assert log == ["slow", "fast"] * 5
+    assert log == ["slow", "fast", "fast", "slow"] * 2 + ["slow", "fast"]
     assert s["slow"].median / s["fast"].median > 1.5
 
 

@@ -36,7 +36,7 @@ def build_mixer(config: ModelConfig, layer_idx: int, device=None, dtype=None) ->
 
 class Block(nn.Module):
     """Pre-norm residual block. As in mamba-ssm, the residual stream is carried separately (in fp32 when
-    residual_in_fp32) and added before the norm of the next block."""
+    residual_in_fp32) and added before the norm of the next block, in the norm's kernel."""
 
     def __init__(self, config: ModelConfig, layer_idx: int, device=None, dtype=None) -> None:
         super().__init__()
@@ -45,10 +45,8 @@ class Block(nn.Module):
         self.mixer = build_mixer(config, layer_idx, device, dtype)
 
     def _add_norm(self, hidden: Tensor, residual: Tensor | None) -> tuple[Tensor, Tensor]:
-        residual = hidden if residual is None else hidden + residual
         with span("norm"):
-            hidden = self.norm(residual.to(self.norm.weight.dtype))
-        return hidden, residual.float() if self.residual_in_fp32 else residual
+            return self.norm.add_forward(hidden, residual, self.residual_in_fp32)
 
     def forward(self, hidden: Tensor, residual: Tensor | None, cache: LayerCache | None = None):
         hidden, residual = self._add_norm(hidden, residual)
@@ -62,14 +60,14 @@ class Block(nn.Module):
 class Backbone(nn.Module):
     def __init__(self, config: ModelConfig, device=None, dtype=None) -> None:
         super().__init__()
+        self.residual_in_fp32 = config.residual_in_fp32
         self.embedding = nn.Embedding(config.padded_vocab_size, config.d_model, device=device, dtype=dtype)
         self.layers = nn.ModuleList(Block(config, i, device, dtype) for i in range(config.n_layer))
         self.norm_f = RMSNorm(config.d_model, eps=config.norm_epsilon, device=device, dtype=dtype)
 
     def _final_norm(self, hidden: Tensor, residual: Tensor | None) -> Tensor:
-        residual = hidden if residual is None else hidden + residual
         with span("norm"):
-            return self.norm_f(residual.to(self.norm_f.weight.dtype))
+            return self.norm_f.add_forward(hidden, residual, self.residual_in_fp32)[0]
 
 
 class MambaLM(nn.Module):

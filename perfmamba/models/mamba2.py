@@ -155,6 +155,8 @@ class Mamba2Mixer(MixerBase):
         w = self.out_proj.weight
         dtype = dtype or w.dtype
         return LayerCache(
-            conv_state=self.new_conv_state(batch, self.conv1d.weight.shape[0], dtype),
+            # Channel-last, as mamba-ssm's Mamba2 allocates it (its prefill writes the state from a channel-last xBC).
+            conv_state=torch.zeros(batch, self.d_conv, self.conv1d.weight.shape[0], device=w.device,
+                                   dtype=dtype).transpose(1, 2),
             ssm_state=torch.zeros(batch, self.nheads, self.headdim, self.d_state, device=w.device, dtype=dtype),
         )

@@ -7,7 +7,14 @@ registry's first use, not at import).
 
 from perfmamba.ops.conv1d import causal_conv1d, causal_conv1d_ref, causal_conv1d_update, causal_conv1d_update_ref
 from perfmamba.ops.fused import mamba_inner, mamba_inner_ref, mamba_split_conv1d_scan, mamba_split_conv1d_scan_ref
-from perfmamba.ops.norm import rms_norm, rms_norm_gated, rms_norm_gated_ref, rms_norm_ref
+from perfmamba.ops.norm import (
+    add_rms_norm,
+    add_rms_norm_ref,
+    rms_norm,
+    rms_norm_gated,
+    rms_norm_gated_ref,
+    rms_norm_ref,
+)
 from perfmamba.ops.registry import (
     BackendUnavailableError,
     backend_status,
@@ -32,7 +39,7 @@ from perfmamba.ops.ssd import ssd_scan, ssd_scan_ref
 from perfmamba.ops import autoselect, ssd_padded, state_update_triton  # noqa: F401
 
 __all__ = [
-    "BackendUnavailableError", "backend_status", "causal_conv1d", "causal_conv1d_ref", "causal_conv1d_update",
+    "BackendUnavailableError", "add_rms_norm", "add_rms_norm_ref", "backend_status", "causal_conv1d", "causal_conv1d_ref", "causal_conv1d_update",
     "causal_conv1d_update_ref", "mamba_inner", "mamba_inner_ref", "mamba_split_conv1d_scan",
     "mamba_split_conv1d_scan_ref", "plug_in",
     "register", "resolve", "rms_norm", "rms_norm_gated", "rms_norm_gated_ref", "rms_norm_ref", "selective_scan",

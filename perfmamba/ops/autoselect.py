@@ -100,11 +100,14 @@ class Fastest:
         return self.choices[key]
 
 
-def register_fastest(op: str, candidates: Sequence[str], **options) -> Fastest:
-    """Register backend "fastest" of `op` over `candidates`; returns it (its `choices` say what it picked)."""
+def register_fastest(op: str, candidates: Sequence[str], *, cuda_auto: bool = False, **options) -> Fastest:
+    """Register backend "fastest" of `op` over `candidates`; returns it (its `choices` say what it picked).
+    `cuda_auto`: make it what "auto" runs for CUDA tensors."""
     fastest = Fastest(op, candidates, **options)
-    register(op, "fastest", fastest, availability=fastest.available)
+    register(op, "fastest", fastest, availability=fastest.available, cuda_auto=cuda_auto)
     return fastest
 
 
-STATE_UPDATE = register_fastest("selective_state_update", ("cuda", "triton"), mutated=(0,))
+# The decode step's default on a GPU: mamba-ssm's kernel or ours, whichever this shape runs faster (ours ran 1.7x
+# faster at N = 128 after the tile sweep of docs/results/state_update.md; mamba-ssm's can win elsewhere).
+STATE_UPDATE = register_fastest("selective_state_update", ("cuda", "triton"), mutated=(0,), cuda_auto=True)

@@ -2,8 +2,9 @@
 
 Backends: "reference" (pure PyTorch, CPU and CUDA), "cuda" (mamba-ssm / causal-conv1d kernels) and plug-ins that
 a kernel developer registers by dotted path. "auto" resolves to the active plug-in for the op if there is one,
-else to "cuda" for CUDA tensors when the kernel imports, else to "reference". Asking for "cuda" where it cannot
-run is an error, never a silent fallback.
+else, for CUDA tensors, to the op's CUDA default (a backend registered with `cuda_auto=True`, such as the measured
+selector "fastest", else "cuda") when it can run, else to "reference". Asking for "cuda" where it cannot run is an
+error, never a silent fallback.
 
 Plug-ins reach every test and benchmark through the environment:
     PERFMAMBA_OPS="selective_scan=mypkg.scan:selective_scan,ssd_scan=mypkg.ssd:ssd_scan"
@@ -36,6 +37,7 @@ class _Op:
     # Returns None when usable, else the reason it is not (checked lazily: importing mamba-ssm is slow).
     availability: dict[str, Callable[[], str | None]] = field(default_factory=dict)
     active_plugin: str | None = None
+    cuda_auto: str = "cuda"  # what "auto" runs for CUDA tensors (when it can run there)
 
 
 _OPS: dict[str, _Op] = {}
@@ -45,15 +47,19 @@ _env_loaded: bool | None = None
 
 
 def register(
-    op: str, backend: str, fn: Callable | None = None, *, availability: Callable[[], str | None] | None = None
+    op: str, backend: str, fn: Callable | None = None, *, availability: Callable[[], str | None] | None = None,
+    cuda_auto: bool = False,
 ):
-    """Register `fn` as `backend` of `op` (usable as a decorator)."""
+    """Register `fn` as `backend` of `op` (usable as a decorator). `cuda_auto`: "auto" runs it for CUDA tensors
+    in place of "cuda" (falling back to "cuda" where it cannot run)."""
 
     def add(f: Callable) -> Callable:
         entry = _OPS.setdefault(op, _Op(op))
         entry.impls[backend] = f
         if availability is not None:
             entry.availability[backend] = availability
+        if cuda_auto:
+            entry.cuda_auto = backend
         return f
 
     return add(fn) if fn is not None else add
@@ -175,10 +181,12 @@ def resolve(op: str, backend: str = "auto", *tensors: torch.Tensor | None) -> tu
     entry = _op(op)
     on_cuda = any(t is not None and t.is_cuda for t in tensors)
     if backend == "auto":
+        runs = [b for b in dict.fromkeys((entry.cuda_auto, "cuda"))
+                if on_cuda and b in entry.impls and unavailable_reason(op, b) is None]
         if entry.active_plugin is not None:
             backend = entry.active_plugin
-        elif on_cuda and "cuda" in entry.impls and unavailable_reason(op, "cuda") is None:
-            backend = "cuda"
+        elif runs:
+            backend = runs[0]
         else:
             backend = "reference" if "reference" in entry.impls else "cuda"
     if backend not in entry.impls:
@@ -193,7 +201,8 @@ def resolve(op: str, backend: str = "auto", *tensors: torch.Tensor | None) -> tu
 
 def backend_status() -> dict[str, dict[str, str]]:
     """Per op and backend: "available" or "unavailable: <reason>". When a plug-in or `use` override is active
-    for an op, its row also has "auto": the name that "auto" runs."""
+    for an op, its row also has "auto": the name that "auto" runs; an op whose CUDA default is not "cuda" has
+    "auto_on_cuda"."""
     _ensure_env_plugins()
     status = {}
     for name, entry in sorted(_OPS.items()):
@@ -203,6 +212,8 @@ def backend_status() -> dict[str, dict[str, str]]:
             row[backend] = "available" if reason is None else f"unavailable: {reason}"
         if entry.active_plugin is not None:
             row["auto"] = entry.active_plugin
+        if entry.cuda_auto != "cuda":
+            row["auto_on_cuda"] = entry.cuda_auto
         status[name] = row
     return status
 

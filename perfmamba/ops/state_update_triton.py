@@ -23,11 +23,14 @@ from torch import Tensor
 from perfmamba.ops.registry import BackendUnavailableError, register
 
 INTERPRET_VAR = "TRITON_INTERPRET"
-# Elements of state one program handles (BLOCK_M rows x N' columns): enough bytes in flight per program to keep
-# a memory-bound kernel busy, few enough that the grid still fills every SM at batch 1. At 8192 a [64, 16] bf16
-# block gives each of 128 threads 8 contiguous elements: 16-byte loads where the rows are 16-byte aligned (PTX
-# for sm_90 checked: [32, 16] blocks compile to 8-byte loads).
+# Mamba-1's N <= 16: one block of N columns, rows up to this many elements per program (128 x 16, 4 warps: 5.9 us
+# against mamba-ssm's 7.1 at the 130m shape, batch 64, H200).
 TARGET_TILE = 8192
+# Wider N': strips of 64 columns (32 at N' <= 48), 1024 elements per strip over 2 warps: 16 per thread, two
+# 16-byte loads. From the tile sweeps on an H200 (docs/results/state_update.md): the kernel is bound by what each
+# thread has in flight, not by bytes; at 128 this tile ran 21 us where the first default ([64, 16], 4 warps) ran
+# 67 us and mamba-ssm's kernel 36 us, and it stayed within 8% of the best tile at every N' from 16 to 128.
+STRIP_ELEMENTS, STRIP_WARPS = 1024, 2
 
 
 def _interpreting() -> bool:
@@ -95,10 +98,11 @@ def _next_pow2(n: int) -> int:
 
 def default_config(dim: int, dstate: int) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps) for a state of `dim` rows of `dstate` columns per head."""
-    block_n = min(16, _next_pow2(dstate))
-    width = block_n * math.ceil(dstate / block_n)
-    block_m = min(_next_pow2(dim), max(16, min(128, _next_pow2(TARGET_TILE // width))))
-    return block_m, block_n, 4
+    if dstate <= 16:
+        block_n = _next_pow2(dstate)
+        return min(_next_pow2(dim), max(16, min(128, _next_pow2(TARGET_TILE // block_n)))), block_n, 4
+    block_n = 64 if dstate > 48 else 32
+    return min(_next_pow2(dim), STRIP_ELEMENTS // block_n), block_n, STRIP_WARPS
 
 
 def _alignment(stride: int) -> int:

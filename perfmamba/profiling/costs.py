@@ -9,8 +9,8 @@ Conventions (so that numbers from different components and runs compare):
   scan's states) are assumed to stay on chip, as a fused kernel keeps them; whatever an implementation moves
   beyond this is the distance to the memory roofline.
 - Activations and weights are in the model's dtype (`itemsize`); the SSM parameters A, D and the dt bias are fp32
-  (the models keep them so); the residual stream read by the norms is fp32 when `residual_in_fp32`; the decode
-  cache is in the model's dtype; the scans return their final state in fp32.
+  (the models keep them so); the residual stream that the norms read and write is fp32 when `residual_in_fp32`;
+  the decode cache is in the model's dtype; the scans return their final state in fp32.
 - Per-layer d_state (pruned models) is honoured: every layer is costed with its own N.
 
 Prefill costs one forward over (batch, seqlen) tokens, returning logits for every position; decode costs one
@@ -88,8 +88,13 @@ def _matmul(tokens: int, k: int, n: int, s: int, *, weight_bytes: bool = True) -
     return Cost(flops, nbytes, flops)
 
 
-def _norm(tokens: int, d: int, s: int, in_size: int) -> Cost:
-    return Cost(_RMSNORM * tokens * d, tokens * d * (in_size + s) + d * s)
+def _norm(tokens: int, d: int, s: int, residual_size: int, first: bool = False) -> Cost:
+    """A pre-norm with the residual add in its kernel (as the models run it): reads x and the residual stream,
+    writes the normalised x and the new residual stream. The first block has no residual to read, and writes
+    none when the stream stays in x's dtype (it is x itself)."""
+    reads = s + (0 if first else residual_size)
+    writes = s + (residual_size if not first or residual_size != s else 0)
+    return Cost((_RMSNORM + (0 if first else 1)) * tokens * d, tokens * d * (reads + writes) + d * s)
 
 
 def _conv(tokens: int, channels: int, d_conv: int, s: int, mode: Mode, batch: int) -> Cost:
@@ -165,7 +170,7 @@ def layer_costs(
     tokens = batch * (seqlen if mode == "prefill" else 1)
     residual = FP32_BYTES if config.residual_in_fp32 else s
     out: dict[str, Cost] = {
-        "norm": _norm(tokens, d, s, residual),
+        "norm": _norm(tokens, d, s, residual, first=layer == 0),
         "in_proj": _matmul(tokens, d, in_proj_width(config, N), s),
         "conv1d": _conv(tokens, conv_channels(config, N), config.d_conv, s, mode, batch),
     }

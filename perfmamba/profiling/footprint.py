@@ -100,12 +100,13 @@ def component_peaks(config: ModelConfig, layer: int, *, seqlen: int, batch: int,
     one prefill over (batch, seqlen) tokens or one decode step."""
     s = itemsize_of(dtype)
     cp, back = (F, s) if s != F else (0, 0)  # a reference op's fp32 copy of its input, and its output's cast back
-    rc = s if config.residual_in_fp32 and s != F else 0  # the fp32 residual cast to the model's dtype for the norm
+    rc = F if not config.residual_in_fp32 and s != F else 0  # a residual stream in the model's dtype, in fp32
     k = _dims(config, layer)
     d, di, N, C, W, h, w = k["d"], k["di"], k["N"], k["C"], k["W"], k["h"], k["w"]
     T = batch * (seqlen if mode == "prefill" else 1)
-    # x in fp32, the mean square, its rsqrt, x * rsqrt * weight (and the weight in fp32)
-    norm = T * d * (rc + cp + 2 * F + back) + 3 * T * F + d * cp
+    # `add_rms_norm_ref`: x and the residual in fp32, their sum; the mean square, its rsqrt; sum * rsqrt, times the
+    # weight (in fp32); the casts back (the sum too, when the stream is not fp32)
+    norm = T * d * (3 * F + cp + rc + back + (s if rc else 0)) + 3 * T * F + d * cp
     out = {"embedding": T * d * s, "norm": norm, "in_proj": T * W * s, "out_proj": T * (d + di) * s,
            "lm_head": T * config.padded_vocab_size * s}
     conv_weights = C * (w + 1) * cp  # weight and bias in fp32

@@ -1,4 +1,4 @@
-"""RMSNorm and Mamba-2's gated RMSNorm against their formulas, in float64."""
+"""RMSNorm (alone and with the residual add) and Mamba-2's gated RMSNorm against their formulas, in float64."""
 
 from __future__ import annotations
 
@@ -58,6 +58,33 @@ def test_gate_order_matters():
     after = ops.rms_norm_gated(x, w, z, norm_before_gate=False, backend="reference")
     torch.testing.assert_close(before, gated64(x, w, z, 1e-5, 8, True).float())
     assert (before - after).abs().max() > 0.1
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=norm_shapes(), seed=seeds, first=st.booleans())
+def test_add_rms_norm_is_the_add_then_the_norm(shape, seed, first):
+    dims, _ = shape
+    g = torch.Generator().manual_seed(seed)
+    x, residual = torch.randn(*dims, generator=g), torch.randn(*dims, generator=g)
+    weight = torch.randn(dims[-1], generator=g)
+    out, new_residual = ops.add_rms_norm(x, None if first else residual, weight, 1e-5, backend="reference")
+    want = x.double() if first else x.double() + residual.double()
+    torch.testing.assert_close(new_residual.double(), want, rtol=1e-6, atol=1e-6)
+    normed = want / torch.sqrt(want.pow(2).mean(-1, keepdim=True) + 1e-5) * weight.double()
+    torch.testing.assert_close(out.double(), normed, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fp32_stream", [True, False])
+def test_add_rms_norm_keeps_the_stream_dtype_and_normalises_the_unrounded_sum(fp32_stream):
+    x = (torch.randn(4, 64) * 3).to(torch.bfloat16)
+    out, stream = ops.add_rms_norm(x, None, torch.ones(64, dtype=torch.bfloat16), residual_in_fp32=fp32_stream,
+                                   backend="reference")
+    assert out.dtype == torch.bfloat16 and stream.dtype == (torch.float32 if fp32_stream else torch.bfloat16)
+    out, stream = ops.add_rms_norm(x, stream, torch.ones(64, dtype=torch.bfloat16), backend="reference")
+    assert stream.dtype == (torch.float32 if fp32_stream else torch.bfloat16)  # the given residual's dtype wins
+    # as mamba-ssm's kernel: the norm of the fp32 sum, not of the sum rounded to the stream's dtype
+    s = x.float() * 2
+    torch.testing.assert_close(out, (s * torch.rsqrt(s.pow(2).mean(-1, keepdim=True) + 1e-5)).to(torch.bfloat16))
 
 
 def test_bf16_in_bf16_out():

@@ -224,6 +224,19 @@ def test_rms_norm(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("residual", ["none", "fp32", "same"])
+def test_add_rms_norm(dtype, residual):
+    require("add_rms_norm")
+    g = gen(5)
+    x, weight = randn(g, 3, 17, 768, dtype=dtype), randn(g, 768, dtype=dtype)
+    stream = None if residual == "none" else randn(g, 3, 17, 768, dtype=torch.float32 if residual == "fp32" else dtype)
+    got = ops.add_rms_norm(x, stream, weight, 1e-5, residual_in_fp32=True, backend="cuda")
+    want = ops.add_rms_norm(x, stream, weight, 1e-5, residual_in_fp32=True, backend="reference")
+    close(got[0], want[0], dtype, "normalised")
+    close(got[1], want[1], dtype if residual == "same" else torch.float32, "residual")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("group_size", [None, 256])
 @pytest.mark.parametrize("norm_before_gate", [False, True])
 @pytest.mark.parametrize("gated", [True, False])

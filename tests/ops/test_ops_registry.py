@@ -69,7 +69,7 @@ def test_auto_resolves_to_reference_for_cpu_tensors():
 def test_backend_status_lists_every_op_and_backend():
     status = ops.backend_status()
     expected = {"selective_scan", "selective_state_update", "ssd_scan", "causal_conv1d", "causal_conv1d_update",
-                "rms_norm", "rms_norm_gated", "mamba_inner", "mamba_split_conv1d_scan"}
+                "rms_norm", "add_rms_norm", "rms_norm_gated", "mamba_inner", "mamba_split_conv1d_scan"}
     assert expected <= set(status)
     for op in expected - {"mamba_inner", "mamba_split_conv1d_scan"}:
         assert status[op]["reference"] == "available"
@@ -217,3 +217,30 @@ def test_env_var_reaches_a_fresh_process(plugin_module, tmp_path):
     env[registry.ENV_VAR] = "selective_scan=no_such_pkg_xyz:fn"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "no_such_pkg_xyz:fn" in out.stderr and "PERFMAMBA_OPS" in out.stderr
+
+
+class _CudaTensor:
+    """Stands in for a CUDA tensor where resolution only asks `is_cuda`."""
+
+    is_cuda = True
+
+
+def test_auto_runs_an_ops_cuda_default_for_cuda_tensors_and_falls_back_to_cuda():
+    calls = []
+    registry.register("toy_op", "reference", lambda x: calls.append("reference"))
+    registry.register("toy_op", "cuda", lambda x: calls.append("cuda"))
+    registry.register("toy_op", "picker", lambda x: calls.append("picker"), cuda_auto=True,
+                      availability=lambda: "picker is off" if calls else None)
+    try:
+        assert ops.resolve("toy_op", "auto", _CudaTensor())[0] == "picker"
+        assert ops.resolve("toy_op", "auto", torch.zeros(1))[0] == "reference"  # CPU tensors never take it
+        assert ops.backend_status()["toy_op"]["auto_on_cuda"] == "picker"
+        calls.append("x")  # the picker reports itself unavailable from now on
+        assert ops.resolve("toy_op", "auto", _CudaTensor())[0] == "cuda"
+    finally:
+        registry._OPS.pop("toy_op")
+
+
+def test_the_decode_step_defaults_to_the_measured_choice_on_cuda():
+    assert registry._op("selective_state_update").cuda_auto == "fastest"
+    assert registry._op("selective_scan").cuda_auto == "cuda"

@@ -160,12 +160,14 @@ def test_cpu_tests_in_a_fresh_process():
 
 
 def test_default_config_follows_dstate():
-    """Blocks of 16 columns whatever N' (no next_power_of_2(N') tile), and rows sized to the tile budget."""
-    assert state_update_triton.default_config(64, 116)[1] == 16
-    assert state_update_triton.default_config(64, 12)[1] == 16
+    """Strips of at most 64 columns whatever N' (no next_power_of_2(N') tile, so N' = 116 is 64 + a masked 52),
+    16 elements per thread, and no more rows than the head has."""
+    assert state_update_triton.default_config(64, 116) == (16, 64, 2)
+    assert state_update_triton.default_config(64, 128) == (16, 64, 2)
+    assert state_update_triton.default_config(64, 36) == (32, 32, 2)
+    assert state_update_triton.default_config(64, 12) == (64, 16, 4)
     assert state_update_triton.default_config(64, 3)[1] == 4
-    assert state_update_triton.default_config(64, 128)[0] == 64
-    assert state_update_triton.default_config(1536, 16)[0] == 128
+    assert state_update_triton.default_config(1536, 16) == (128, 16, 4)
     assert state_update_triton.default_config(4, 128)[0] == 4
 
 
