@@ -393,7 +393,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--configs", dest="configs_arg", default=None,
                    help="configs section: 'BLOCK_M,BLOCK_N,warps;...' (default: " + ";".join(
                        ",".join(map(str, c)) for c in CONFIGS) + ")")
-    p.add_argument("--config-dstates", dest="config_dstates_arg", default=None, help="configs section: comma-separated N' (default 128,116,88)")
+    p.add_argument("--config-dstates", dest="config_dstates_arg", default=None,
+                   help="configs section: comma-separated N' (default 128,116,88)")
     args = p.parse_args(argv)
     args.device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     args.dtype, args.batch, args.chunk_size, args.warmup = torch.bfloat16, 64, 256, 2

@@ -39,8 +39,9 @@ from perfmamba.ops.ssd import ssd_scan, ssd_scan_ref
 from perfmamba.ops import autoselect, ssd_padded, state_update_triton  # noqa: F401
 
 __all__ = [
-    "BackendUnavailableError", "add_rms_norm", "add_rms_norm_ref", "backend_status", "causal_conv1d", "causal_conv1d_ref", "causal_conv1d_update",
-    "causal_conv1d_update_ref", "mamba_inner", "mamba_inner_ref", "mamba_split_conv1d_scan",
+    "BackendUnavailableError", "add_rms_norm", "add_rms_norm_ref", "backend_status", "causal_conv1d",
+    "causal_conv1d_ref", "causal_conv1d_update", "causal_conv1d_update_ref", "mamba_inner", "mamba_inner_ref",
+    "mamba_split_conv1d_scan",
     "mamba_split_conv1d_scan_ref", "plug_in",
     "register", "resolve", "rms_norm", "rms_norm_gated", "rms_norm_gated_ref", "rms_norm_ref", "selective_scan",
     "selective_scan_ref", "selective_state_update", "selective_state_update_ref", "ssd_scan", "ssd_scan_ref",
