@@ -56,7 +56,9 @@ CONFIGS = ((16, 16, 4), (32, 16, 4), (64, 16, 4), (32, 32, 4), (64, 32, 8), (128
 UNIFORM = (116, 88, 64)
 SSD_DSTATES = (128, 116, 96, 64)
 PROBE_DSTATES = (128, 116, 88, 64)  # where the model and the kernel alone disagree (128, 116) and where not
-PROBE_CONFIGS = ((64, 32, 8), (32, 32, 4))  # the config sweep's best at N' = 128 and 116 (H200, 2026-12-01)
+# Tiles timed inside the model beside the default (names "triton[BM,BN,W]"); none since the default came from the
+# tile sweeps (the first two probes, (64, 32, 8) and (32, 32, 4), ran at 2-3x the new default's time).
+PROBE_CONFIGS: tuple[tuple[int, int, int], ...] = ()
 LAYERS = {"mamba2-130m": 24, "mamba2-1.3b": 48}
 
 

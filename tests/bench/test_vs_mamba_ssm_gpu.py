@@ -30,7 +30,11 @@ def test_reference_gives_our_logits_steps_and_tokens(version):
         torch.testing.assert_close(step()[:, -1], ours.step(token, cache), rtol=RTOL, atol=ATOL)
     assert reference_model.cache_bytes(params) == sum(layer.nbytes for layer in cache)
     want = reference_model.mamba_ssm_generate(theirs, prompt, 8, cg=True)
-    assert torch.equal(ours.generate(prompt, 8, cg=True), want)
+    # Token for token on mamba-ssm's kernels. By default our decode step may run our own Triton kernel (the
+    # measured choice), whose bf16 rounding can flip a greedy pick of this random model after a few tokens.
+    with ours.configured(backend="cuda"):
+        assert torch.equal(ours.generate(prompt, 8, cg=True), want)
+    assert torch.equal(ours.generate(prompt, 8, cg=True)[:, 0], want[:, 0])  # the prefill's pick
 
 
 @pytest.mark.parametrize("mode, seqlen, batch", [("prefill", 256, 8), ("decode", 64, 16)])
