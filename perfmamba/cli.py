@@ -239,9 +239,10 @@ def _add_gate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--markers", "-m", default="not slow", help="pytest -m expression (default: 'not slow')")
     p.add_argument("--out", type=Path, default=Path("perfmamba-gate"), help="output folder (default perfmamba-gate)")
     p.add_argument("--force", action="store_true", help="replace what --out holds")
-    p.add_argument("--launch", choices=LAUNCHES, default="fork",
-                   help="fork: processes forked from a server per tree that imported the kernels once (default); "
-                        "spawn: a fresh interpreter each")
+    p.add_argument("--launch", choices=LAUNCHES, default="auto",
+                   help="fork: processes forked from a server per tree that imported the kernels once; spawn: a "
+                        "fresh interpreter each; auto (default): fork with CUDA, spawn on a CPU, where children of "
+                        "one server share its memory layout and time alike")
     p.add_argument("--threshold", type=float, default=None,
                    help="tolerated relative change where no pattern matches (default: thresholds.toml's "
                         "[<device class>.gate])")

@@ -4,9 +4,13 @@ run hits both sides alike), then compares them with the process as the statistic
 
 A tree is a git ref of the current repository (checked out as a detached worktree under OUT/trees) or a checkout
 directory. Each process runs that tree's own `benchmarks/` with that tree on PYTHONPATH, as the CI workflow
-does. Processes are forked from one server per tree that has imported the heavy third-party modules (torch,
-Triton, mamba-ssm: ~10 s a process otherwise) without touching CUDA, so each child still creates its own CUDA
-context, allocations and Triton state; `launch="spawn"` starts a fresh interpreter for each instead.
+does. On a GPU, processes are forked from one server per tree that has imported the heavy third-party modules
+(torch, Triton, mamba-ssm: ~10 s a process otherwise) without touching CUDA, so each child still creates its own
+CUDA context, allocations and Triton state. On a CPU each process is a fresh interpreter (`launch="spawn"`): there
+the host's memory layout is part of what is timed, and children forked from one server share their server's. In
+A/A runs of the quick grid on a 2-core CPU, the op-level Mamba-2 decode case ran 3.5-3.9 ms in every child of one
+server and 1.8-2.2 ms in every child of the other. The gate called identical code "improved" in three runs out of
+three, and "regressed" in another. Spawned, the processes of both trees mixed.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pathlib import Path
 from perfmamba.checks import check_at_least, check_choice
 
 SUITES = ("benchmarks/test_bench_op.py", "benchmarks/test_bench_block.py", "benchmarks/test_bench_model.py")
-LAUNCHES = ("fork", "spawn")
+LAUNCHES = ("auto", "fork", "spawn")  # auto: fork where CUDA times the device's work, spawn on a CPU
 # Imported once per tree by the fork server; a module that is not installed is skipped.
 PREIMPORT = ("numpy", "torch", "pytest", "pytest_benchmark.plugin", "hypothesis", "triton", "causal_conv1d",
              "mamba_ssm")
@@ -121,13 +125,25 @@ def tree_env(tree: Tree) -> dict[str, str]:
     return env
 
 
+def resolve_launch(launch: str, cuda: bool | None = None) -> str:
+    """"auto" as "fork" where a CUDA device is present (the timed work is the GPU's) and "spawn" elsewhere (see the
+    module docstring); "fork" and "spawn" as given."""
+    if launch != "auto":
+        return launch
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    return "fork" if cuda else "spawn"
+
+
 class Launcher:
     """Starts benchmark processes of trees: forked from a per-tree server (`launch="fork"`), or fresh
     interpreters (`"spawn"`). Use as a context manager; `run` blocks until the process exits."""
 
-    def __init__(self, python: str = sys.executable, launch: str = "fork", preimport: Sequence[str] = PREIMPORT):
+    def __init__(self, python: str = sys.executable, launch: str = "auto", preimport: Sequence[str] = PREIMPORT):
         check_choice("launch", launch, LAUNCHES)
-        self.python, self.launch, self.preimport = python, launch, tuple(preimport)
+        self.python, self.launch, self.preimport = python, resolve_launch(launch), tuple(preimport)
         self._servers: dict[Path, subprocess.Popen] = {}
         self.imports: dict[str, dict] = {}  # per tree: the server's import time and the modules it could not import
 
@@ -283,7 +299,7 @@ class GateOptions:
     grid: str | None = None
     select: str | None = None
     markers: str | None = "not slow"
-    launch: str = "fork"
+    launch: str = "auto"
     python: str = sys.executable
     threshold: float | None = None  # overrides the device class's default
     thresholds_file: str | None = None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from perfmamba.gate.run import Launcher, Tree, interleaved
+from perfmamba.gate.run import Launcher, Tree, interleaved, resolve_launch
 
 ROOT = Path(__file__).resolve().parents[2]
 # One op-level case of the quick grid: a few seconds a process.
@@ -91,3 +91,10 @@ def test_launcher_runs_pytest_in_the_tree_with_its_own_path(tmp_path, launch):
                           log)
     assert rc == 0, log.read_text()
     assert "1 passed" in log.read_text()
+
+
+def test_auto_launch_forks_only_where_cuda_times_the_device():
+    """On a CPU the children of one fork server share its memory layout and time alike, so the gate spawns."""
+    assert resolve_launch("auto", cuda=True) == "fork"
+    assert resolve_launch("auto", cuda=False) == "spawn"
+    assert resolve_launch("fork", cuda=False) == "fork" and resolve_launch("spawn", cuda=True) == "spawn"
