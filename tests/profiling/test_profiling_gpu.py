@@ -34,11 +34,21 @@ def _config(result):
     return ModelConfig(**result.model.config)
 
 
+def _rounds(point) -> str:
+    """A failed coverage check's evidence: each round's untraced and traced (summed components) time."""
+    ms = lambda seconds: round(seconds * 1e3, 2)  # noqa: E731
+    traced = [ms(sum(c.samples_s[i] for c in point.components if i < len(c.samples_s)))
+              for i in range(len(point.samples_s))]
+    return (f"coverage {point.coverage:.3f}; untraced ms {[ms(t) for t in point.samples_s]}; traced ms {traced}; "
+            f"busy fraction {point.busy_fraction}; components ms { {c.name: ms(c.time_s) for c in point.components} }")
+
+
 def _check_point(point):
     assert point.status == "ok", point.message
     assert point.clock == "cuda_event"
-    # the issue's check on the GPU: the components account for the end-to-end time within 10%
-    assert 0.9 <= point.coverage <= 1.1, point.coverage
+    # the issue's check on the GPU: the components account for the end-to-end time within 10%. The message keeps
+    # the rounds: a 1.20 under -n 8 (session 8) did not come back alone or with the host loaded.
+    assert 0.9 <= point.coverage <= 1.1, _rounds(point)
     assert point.memory_method == "cuda_allocator" and point.peak_activation_bytes > 0
     assert point.busy_s > 0 and point.busy_fraction is not None
     for c in point.components:
