@@ -2,6 +2,7 @@
 CUDA graphs, allocator memory, the fused path's split (with mamba-ssm), and no component above its roof."""
 
 import pytest
+import torch
 
 from perfmamba.models import ModelConfig
 from perfmamba.profiling import ProfileConfig, profile
@@ -39,8 +40,11 @@ def _rounds(point) -> str:
     ms = lambda seconds: round(seconds * 1e3, 2)  # noqa: E731
     traced = [ms(sum(c.samples_s[i] for c in point.components if i < len(c.samples_s)))
               for i in range(len(point.samples_s))]
+    free, total = torch.cuda.mem_get_info()
     return (f"coverage {point.coverage:.3f}; untraced ms {[ms(t) for t in point.samples_s]}; traced ms {traced}; "
-            f"busy fraction {point.busy_fraction}; components ms { {c.name: ms(c.time_s) for c in point.components} }")
+            f"busy fraction {point.busy_fraction}; components ms { {c.name: ms(c.time_s) for c in point.components} }; "
+            f"allocator retries {torch.cuda.memory_stats().get('num_alloc_retries')}; device memory free "
+            f"{free / 2**30:.1f} of {total / 2**30:.1f} GiB")
 
 
 def _check_point(point):
