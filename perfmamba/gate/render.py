@@ -250,3 +250,16 @@ def to_text(comparison: Comparison) -> str:
         # Last, below a possibly long list of names: the line a CI log shows when the step fails.
         lines += ["", nothing]
     return "\n".join(lines) + "\n"
+
+
+def blocking_notes(failed_logs: list[str], processes: int, threshold_failures: list[str]) -> str:
+    """What blocks a PR besides a regression, ahead of the table: processes that failed (their logs), and the
+    thresholds that the PR's median over its processes fails."""
+    out = ""
+    if failed_logs:
+        out += (f"**The PR's benchmark processes failed in {len(failed_logs)} of {processes}**: see "
+                f"{', '.join(failed_logs)}\n\n")
+    if threshold_failures:
+        out += ("**The PR's benchmarks fail their thresholds (thresholds.toml, median over processes)**:\n\n"
+                + "".join(f"- {line}\n" for line in threshold_failures) + "\n")
+    return out
