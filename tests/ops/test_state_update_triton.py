@@ -171,15 +171,26 @@ def test_default_config_follows_dstate():
     assert state_update_triton.default_config(4, 128)[0] == 4
 
 
+CORNERS = (1, 12, 16, 36, 88, 116, 128)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("first", range(1, 129, 16))  # 8 runs of 16 N': xdist compiles them side by side
+def test_gpu_every_dstate_bf16(first):
+    """Compiled, on the GPU: every N' 1..128 in bf16 (the model's dtype) in the model's Mamba-2 layout at a
+    model-like head size (each N' is a compile of its own)."""
+    for dstate in range(first, first + 16):
+        check(*make_inputs("mamba2_tied", 3, 4, 64, dstate, 2, seed=dstate, device="cuda", dtype=torch.bfloat16))
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_gpu_every_dstate(dtype):
-    """Compiled, on the GPU: every N' 1..128 in bf16 (the model's dtype) in the model's Mamba-2 layout at a
-    model-like head size, fp32 at the corners (each N' is a compile of its own), and the other layouts."""
-    corners = (1, 12, 16, 36, 88, 116, 128)
-    for dstate in range(1, 129) if dtype == torch.bfloat16 else corners:
-        check(*make_inputs("mamba2_tied", 3, 4, 64, dstate, 2, seed=dstate, device="cuda", dtype=dtype))
-    for dstate in corners:
+def test_gpu_corners_in_every_layout(dtype):
+    """N' at the corners in the other layouts (Mamba-1; Mamba-2 untied, without the optional inputs, padded
+    rows), and the tied Mamba-2 layout in fp32."""
+    for dstate in CORNERS:
+        if dtype == torch.float32:
+            check(*make_inputs("mamba2_tied", 3, 4, 64, dstate, 2, seed=dstate, device="cuda", dtype=dtype))
         check(*make_inputs("mamba1", 3, 1, 100, dstate, 1, seed=dstate, device="cuda", dtype=dtype))
         check(*make_inputs("mamba2", 2, 4, 7, dstate, 2, seed=dstate, device="cuda", dtype=dtype, D=False,
                            z=False, dt_bias=False, softplus=False, padded_rows=True))
