@@ -15,6 +15,7 @@ import torch
 from perfmamba.bench.cases import REFERENCE_LEVEL, Case
 from perfmamba.bench.harness import gpu_fields, measure
 from perfmamba.bench.thresholds import (
+    ThresholdError,
     Thresholds,
     assert_kernel_error,
     assert_plugin_slowdown,
@@ -158,6 +159,6 @@ def thresholds_over_processes(runs: list[dict], thresholds: Thresholds) -> list[
     for (name, kind), measured in sorted(values.items()):
         try:
             assert_rule(thresholds, kind, cases[name], statistics.median(measured))
-        except AssertionError as e:
+        except ThresholdError as e:
             failures.append(f"{e} (median of {len(measured)} processes: {', '.join(f'{v:.4g}' for v in measured)})")
     return failures

@@ -176,19 +176,22 @@ def unavailable_reason(op: str, backend: str) -> str | None:
     return check() if check is not None else None
 
 
+def _auto(entry: _Op, on_cuda: bool) -> str:
+    """What "auto" runs without a plug-in: for CUDA tensors the op's CUDA default, else "cuda", whichever first
+    can run (asked in that order and no further: this runs on every call of every op); else the reference."""
+    if on_cuda:
+        for backend in dict.fromkeys((entry.cuda_auto, "cuda")):
+            if backend in entry.impls and unavailable_reason(entry.name, backend) is None:
+                return backend
+    return "reference" if "reference" in entry.impls else "cuda"
+
+
 def resolve(op: str, backend: str = "auto", *tensors: torch.Tensor | None) -> tuple[str, Callable]:
     """The (backend name, function) that runs `op` for these tensors."""
     entry = _op(op)
     on_cuda = any(t is not None and t.is_cuda for t in tensors)
     if backend == "auto":
-        runs = [b for b in dict.fromkeys((entry.cuda_auto, "cuda"))
-                if on_cuda and b in entry.impls and unavailable_reason(op, b) is None]
-        if entry.active_plugin is not None:
-            backend = entry.active_plugin
-        elif runs:
-            backend = runs[0]
-        else:
-            backend = "reference" if "reference" in entry.impls else "cuda"
+        backend = entry.active_plugin or _auto(entry, on_cuda)
     if backend not in entry.impls:
         raise ValueError(f"unknown backend {backend!r} for {op}; available: auto, {', '.join(entry.impls)}")
     reason = unavailable_reason(op, backend)
