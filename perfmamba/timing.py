@@ -16,6 +16,11 @@ evicts what the previous call left there, so a small op does not look faster tha
 not a write: a memset leaves dirty lines that the next call would pay to write back. With a graph the flushes are
 captured into a second graph of their own, replayed each round, and their time is subtracted. "warm"
 (`flush_l2=False`) keeps the cache as the previous call left it, on purpose.
+
+Memory placement: callables timed side by side (`time_interleaved`, the harness's baselines) are captured into
+one shared graph memory pool, so that each runs on the same activation addresses. Each graph in its own pool put
+a placement bias of 1.5-2% into the ratio of two identical Mamba-1 prefills (H200, A/A 0.984; shared: 0.9996-1.0004,
+docs/results/vs_mamba_ssm.md). The graphs replay one at a time and their outputs are dropped, so sharing is safe.
 """
 
 from __future__ import annotations
@@ -236,11 +241,12 @@ class GraphTimer:
     eager time of those calls as `eager_s`. Raises whatever the capture raises: `make_timer` falls back."""
 
     def __init__(self, fn: Callable[[], object], device: torch.device | str, *, flush_l2: bool = True,
-                 calls: int | None = None, warmup_calls: int = 3) -> None:
+                 calls: int | None = None, warmup_calls: int = 3, pool: tuple | None = None) -> None:
         self.device = torch.device(device)
         if self.device.type != "cuda":
             raise ValueError(f"GraphTimer needs a CUDA device, got {self.device}")
         self.fn = fn
+        self._pool = pool  # a graph memory pool shared with the timers of the callables this one is compared with
         self._flush = _flush_buffer(self.device) if flush_l2 else None
         self.eager_s = self._warm_up(max(2, warmup_calls))
         graph = None
@@ -278,7 +284,7 @@ class GraphTimer:
 
     def _capture(self, calls: int, flush_only: bool = False) -> torch.cuda.CUDAGraph:
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=self._pool):
             for _ in range(calls):
                 if self._flush is not None:
                     _flush(self._flush)
@@ -330,15 +336,20 @@ def _replay_seconds(graph: torch.cuda.CUDAGraph, device: torch.device, times: in
 Timer = RoundTimer | GraphTimer
 
 
+def shared_pool(device: torch.device | str) -> tuple | None:
+    """One graph memory pool for timers whose callables are compared (see the module docstring); None off CUDA."""
+    return torch.cuda.graph_pool_handle() if torch.device(device).type == "cuda" else None
+
+
 def make_timer(fn: Callable[[], object], device: torch.device | str, *, graph: bool = True,
-               flush_l2: bool = True) -> Timer:
-    """A graph-replay timer on CUDA when `graph` and the call can be captured, else an eager `RoundTimer` whose
-    `fallback_reason` says why no graph (its samples are host-timed)."""
+               flush_l2: bool = True, pool: tuple | None = None) -> Timer:
+    """A graph-replay timer on CUDA when `graph` and the call can be captured (into `pool` if given), else an eager
+    `RoundTimer` whose `fallback_reason` says why no graph (its samples are host-timed)."""
     device = torch.device(device)
     if device.type != "cuda" or not graph:
         return RoundTimer(fn, device, flush_l2=flush_l2)
     try:
-        return GraphTimer(fn, device, flush_l2=flush_l2)
+        return GraphTimer(fn, device, flush_l2=flush_l2, pool=pool)
     except Exception as e:  # noqa: BLE001 - any capture failure means "time it eagerly, and say so"
         torch.cuda.synchronize(device)
         timer = RoundTimer(fn, device, flush_l2=flush_l2)
@@ -371,7 +382,8 @@ def time_interleaved(
     hits them alike and their ratio stays fair; the order flips every round (A B, B A, A B ...), so that no
     callable always runs first or always right after another. Returns the samples by name."""
     _check_rounds(rounds, warmup)
-    timers = {name: make_timer(fn, device, graph=graph, flush_l2=flush_l2) for name, fn in fns.items()}
+    pool = shared_pool(device)
+    timers = {name: make_timer(fn, device, graph=graph, flush_l2=flush_l2, pool=pool) for name, fn in fns.items()}
     order = list(timers.values())
     for i in range(warmup + rounds):
         for timer in order if i % 2 == 0 else reversed(order):

@@ -25,7 +25,7 @@ import torch
 
 from perfmamba.bench.cases import Case
 from perfmamba.results import gpu_identity
-from perfmamba.timing import Samples, Timer, make_timer
+from perfmamba.timing import Samples, Timer, make_timer, shared_pool
 
 RESULT_KIND = "benchmark"
 
@@ -37,8 +37,9 @@ def measure(
     """Time `subject` (through pytest-benchmark's `benchmark` fixture when it is enabled) and, interleaved with
     it round by round, each of `baselines`; on a GPU as CUDA-graph replays where `graph` and the calls can be
     captured. Returns (subject samples, baseline samples by name)."""
-    timer: Timer = make_timer(subject, device, graph=graph)
-    others = {name: make_timer(fn, device, graph=graph) for name, fn in (baselines or {}).items()}
+    pool = shared_pool(device)  # the subject and its baselines on the same activation addresses
+    timer: Timer = make_timer(subject, device, graph=graph, pool=pool)
+    others = {name: make_timer(fn, device, graph=graph, pool=pool) for name, fn in (baselines or {}).items()}
 
     def setup() -> None:
         for other in others.values():
