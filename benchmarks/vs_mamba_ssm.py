@@ -14,6 +14,9 @@ Sections (`--sections`), per preset (130m and 1.4b / 1.3b shapes of both version
 - kernels: torch.profiler's top kernels by device time per call, ours and mamba-ssm's, at the prefill and decode
   points, to locate the gap.
 Writes DIR/vs_mamba_ssm.json (every sample, environment, git commit) and DIR/vs_mamba_ssm.md (the tables).
+`--processes N` runs the step section of each preset in N fresh processes (DIR/processes/) and reports each ratio's
+median and range over them: on the H200 one point's ratio moved 1.001-1.012 between processes, while its rounds
+inside one process agreed within 0.3% (docs/results/vs_mamba_ssm.md).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,7 +44,7 @@ from perfmamba.bench.reference_model import (  # noqa: E402
 )
 from perfmamba.bench.workloads import ModelCache, make_workload, prune  # noqa: E402
 from perfmamba.models.lm import build_model  # noqa: E402
-from perfmamba.results import atomic_write_text, write_json  # noqa: E402
+from perfmamba.results import atomic_write_text, read_json, write_json  # noqa: E402
 from perfmamba.timing import configure_process, time_fn, time_interleaved  # noqa: E402
 
 START = time.perf_counter()
@@ -85,6 +89,28 @@ def step_section(args, preset: str, models: ModelCache) -> list[dict]:
                if row["ratio"] is not None else ""))
         rows.append(row)
     return rows
+
+
+def step_over_processes(args) -> tuple[list[dict], list[dict]]:
+    """The step section of each preset in `args.processes` fresh processes, the presets taking turns so that a
+    drift over the run spreads over all of them. Returns (every process's rows, each point's ratio over them)."""
+    rows = []
+    for k in range(args.processes):
+        for preset in args.presets:
+            out = args.out / "processes" / f"{preset}-{k}"
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--out", str(out), "--presets", preset,
+                   "--sections", "step", "--rounds", str(args.rounds), *(["--quick"] if args.quick else [])]
+            log(f"process {k + 1}/{args.processes}: {preset}")
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            rows += [{**r, "process": k} for r in read_json(out / "vs_mamba_ssm.json")["step"]]
+    summary = []
+    for key in dict.fromkeys((r["preset"], r["mode"], r["seqlen"], r["batch"]) for r in rows):
+        same = [r for r in rows if (r["preset"], r["mode"], r["seqlen"], r["batch"]) == key]
+        ratios = [r["ratio"] for r in same if r["ratio"] is not None]
+        summary.append({**dict(zip(("preset", "mode", "seqlen", "batch"), key)), "processes": len(same),
+                        "ours_median_s": statistics.median(r["ours"]["median_s"] for r in same),
+                        "ratios": ratios, "ratio_median": statistics.median(ratios) if ratios else None})
+    return rows, summary
 
 
 # --- generate: tokens/s ---------------------------------------------------------------------------------------
@@ -202,8 +228,19 @@ def markdown(doc: dict) -> str:
             theirs = r["mamba_ssm"]["median_s"] if r["mamba_ssm"] else None
             ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f}x"
             err = "-" if r["logits_rel_error"] is None else f"{r['logits_rel_error']:.2%}"
-            out.append(f"| {r['preset']} | {r['mode']} b{r['batch']} L{r['seqlen']} | {_ms(r['ours']['median_s'])} "
-                       f"| {_ms(theirs)} | {ratio} | {err} |")
+            where = f" (process {r['process'] + 1})" if "process" in r else ""
+            out.append(f"| {r['preset']}{where} | {r['mode']} b{r['batch']} L{r['seqlen']} | "
+                       f"{_ms(r['ours']['median_s'])} | {_ms(theirs)} | {ratio} | {err} |")
+    if doc.get("step_over_processes"):
+        out += ["", "### The step ratio over processes (each preset alone in a fresh process)", "",
+                "| preset | point | processes | ours, median ms | ours / mamba-ssm, median | range |",
+                "|---|---|---:|---:|---:|---|"]
+        for r in doc["step_over_processes"]:
+            ratio, spread = "-", "-"
+            if r["ratio_median"] is not None:
+                ratio, spread = f"{r['ratio_median']:.3f}x", f"{min(r['ratios']):.3f}-{max(r['ratios']):.3f}"
+            out.append(f"| {r['preset']} | {r['mode']} b{r['batch']} L{r['seqlen']} | {r['processes']} | "
+                       f"{_ms(r['ours_median_s'])} | {ratio} | {spread} |")
     if doc["generate"]:
         ours = "ours (cg)" if doc["config"]["cg"] else "ours (eager)"
         out += ["", "### Generation, tokens/s (greedy, prompt included; median of calls)", "",
@@ -235,7 +272,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"comma-separated presets (default {','.join(PRESETS)}; --quick: {','.join(QUICK_PRESETS)})")
     p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset of: " + ", ".join(SECTIONS))
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per step point (after 1 warm-up round)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="run the step section of each preset in this many fresh processes (default 1: in this one)")
     args = p.parse_args(argv)
+    if args.processes < 1:
+        raise SystemExit(f"--processes must be at least 1, got {args.processes}")
     args.command = " ".join(["python3 benchmarks/vs_mamba_ssm.py", *(argv if argv is not None else sys.argv[1:])])
     args.device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     # One warm-up round: the graph timers have warmed each call up eagerly and captured it before the rounds.
@@ -267,10 +308,13 @@ def main(argv: list[str] | None = None) -> dict:
     log(f"device {args.device}, presets {args.presets}, sections {args.sections}")
     doc = {"config": {"quick": args.quick, "device": str(args.device), "dtype": args.dtype, "rounds": args.rounds,
                       "warmup": args.warmup, "points": [list(p) for p in args.points], "presets": args.presets,
-                      "sections": args.sections, "gen_batches": list(args.gen_batches), "prompt": args.prompt_len,
+                      "sections": list(args.sections), "gen_batches": list(args.gen_batches), "prompt": args.prompt_len,
                       "new_tokens": args.new_tokens, "prune_ratio": args.prune_ratio, "cg": args.cg,
-                      "mamba_ssm": args.reference, "command": args.command},
+                      "mamba_ssm": args.reference, "command": args.command, "processes": args.processes},
            "step": [], "generate": [], "kernels": []}
+    if args.processes > 1 and "step" in args.sections:
+        doc["step"], doc["step_over_processes"] = step_over_processes(args)
+        args.sections = [s for s in args.sections if s != "step"]
     for preset in args.presets:
         models = ModelCache(size=4)
         # one model for every section: built here, seeded as the benchmark suite builds it

@@ -73,3 +73,28 @@ def test_tables_hold_mamba_ssms_numbers():
     assert "| mamba1-130m | dense | 16 | 64 | 50000 | 62500 | 0.800x | 97% |" in text
     assert "mamba1-130m decode b64 L512, mamba_ssm (30 kernels, 1.500 ms device time per call)" in text
     assert "| `selective_state_update_kernelxxx" in text and "...` | 0.500 | 24 | 33.3% |" in text
+
+
+def test_processes_run_each_preset_fresh_and_summarise_the_ratio(tmp_path):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path), "--presets", "mamba1-tiny",
+                          "--sections", "step", "--processes", "2"], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-4000:]
+    doc = json.loads((tmp_path / "vs_mamba_ssm.json").read_text())
+    assert doc["config"]["processes"] == 2 and doc["config"]["sections"] == ["step"]
+    assert sorted((r["process"], r["mode"]) for r in doc["step"]) == [
+        (k, m) for k in (0, 1) for m in ("decode", "prefill")]
+    assert {p.name for p in (tmp_path / "processes").iterdir()} == {"mamba1-tiny-0", "mamba1-tiny-1"}
+    over = {r["mode"]: r for r in doc["step_over_processes"]}
+    assert set(over) == {"prefill", "decode"} and all(r["processes"] == 2 for r in over.values())
+    prefill = [r["ours"]["median_s"] for r in doc["step"] if r["mode"] == "prefill"]
+    assert over["prefill"]["ours_median_s"] == pytest.approx(sum(prefill) / 2)  # the median of two
+    assert over["prefill"]["ratio_median"] is None  # --quick times our side alone
+    text = (tmp_path / "vs_mamba_ssm.md").read_text()
+    assert "| mamba1-tiny | prefill b2 L64 | 2 |" in text and "| mamba1-tiny (process 2) |" in text
+
+
+def test_processes_must_be_positive(tmp_path):
+    with pytest.raises(SystemExit, match="--processes must be at least 1, got 0"):
+        load_script("vs_mamba_ssm").parse_args(["--quick", "--out", str(tmp_path), "--processes", "0"])
