@@ -176,14 +176,27 @@ def kernel_section(args, device, bandwidth: float) -> list[dict]:
     return rows
 
 
+def padded_rows(state: torch.Tensor, multiple: int) -> torch.Tensor:
+    """`state` as a view whose rows start every ceil(N' / multiple) * multiple elements: how a cache allocated
+    with aligned rows would hand it over (N' = 116 in bf16 is 232 bytes a row, 8-byte aligned; padded to 120,
+    16-byte aligned). `multiple` <= 1: unchanged."""
+    n = state.shape[-1]
+    if multiple <= 1 or n % multiple == 0:
+        return state
+    padded = state.new_zeros(*state.shape[:-1], -(-n // multiple) * multiple)
+    padded[..., :n] = state
+    return padded[..., :n]
+
+
 def config_section(args, device) -> list[dict]:
     rows = []
     for shape, (h, p), n in ((s, hp, n) for s, hp in args.mamba2_shapes.items() for n in args.config_dstates):
         fns = {}
-        for config in args.configs:
+        for config in args.configs:  # (BLOCK_M, BLOCK_N, warps[, LAG[, row multiple]])
             a, kw = decode_inputs(args.batch, h, p, n, device, args.dtype)
+            a = (padded_rows(a[0], config[4]) if len(config) > 4 else a[0], *a[1:])
             fns[",".join(map(str, config))] = (
-                lambda a=a, kw=kw, c=config: state_update_triton.selective_state_update_triton(*a, **kw, config=c))
+                lambda a=a, kw=kw, c=config[:4]: state_update_triton.selective_state_update_triton(*a, **kw, config=c))
         a, kw = decode_inputs(args.batch, h, p, n, device, args.dtype)
         baseline = ops.resolve("selective_state_update", args.baseline, a[1])[1]
         fns[args.baseline] = lambda fn=baseline, a=a, kw=kw: fn(*a, **kw)  # timed beside them, never "best"
@@ -393,7 +406,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset to run")
     p.add_argument("--configs", dest="configs_arg", default=None,
-                   help="configs section: 'BLOCK_M,BLOCK_N,warps;...' (default: " + ";".join(
+                   help="configs section: 'BLOCK_M,BLOCK_N,warps[,LAG[,ROWS]];...', LAG 1 issuing the next strip's "
+                        "loads before this strip's store, ROWS padding the state's rows to a multiple of ROWS "
+                        "elements (default: " + ";".join(
                        ",".join(map(str, c)) for c in CONFIGS) + ")")
     p.add_argument("--config-dstates", dest="config_dstates_arg", default=None,
                    help="configs section: comma-separated N' (default 128,116,88)")
@@ -412,7 +427,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             raise SystemExit("--quick is the CPU smoke run; hide the GPU (CUDA_VISIBLE_DEVICES=) to run it")
         args.rounds, args.dtype, args.batch, args.chunk_size, args.warmup = 1, torch.float32, 2, 16, 0
         args.mamba2_shapes, args.dstates, args.mamba1_dim, args.mamba1_dstates = {"tiny": (2, 8)}, (24, 13), 16, (5,)
-        args.configs, args.config_dstates = ((16, 16, 4), (4, 8, 1)), (13,)
+        args.configs, args.config_dstates = ((16, 16, 4), (4, 8, 1), (4, 8, 1, 1), (4, 8, 1, 1, 8)), (13,)
         args.presets, args.uniform, args.calib_rows, args.calib_len = ("mamba2-tiny",), (20,), 2, 32
         args.probe_dstates, args.probe_configs, args.layers = (24, 13), ((8, 32, 1),), {"tiny": 2}
         args.ssd_dstates, args.ssd_batch, args.ssd_len = (24, 16), 1, 64
@@ -422,8 +437,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         autoselect.register_fastest("selective_state_update", ("reference", "triton"), mutated=(0,), reps=1)
     if args.configs_arg is not None:
         args.configs = tuple(tuple(int(v) for v in c.split(",")) for c in args.configs_arg.split(";") if c)
-        if any(len(c) != 3 for c in args.configs):
-            raise SystemExit(f"--configs must be 'BLOCK_M,BLOCK_N,warps;...', got {args.configs_arg!r}")
+        if any(not 3 <= len(c) <= 5 for c in args.configs):
+            raise SystemExit(f"--configs must be 'BLOCK_M,BLOCK_N,warps[,LAG[,ROWS]];...', got {args.configs_arg!r}")
     if args.config_dstates_arg is not None:
         args.config_dstates = tuple(int(v) for v in args.config_dstates_arg.split(","))
     args.probe_backends = tuple(probe_name(c) for c in args.probe_configs)

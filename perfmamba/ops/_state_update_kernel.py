@@ -21,7 +21,8 @@ def state_update_kernel(
     D_sh, D_sm,
     z_sb, z_sh, z_sm,
     o_sb, o_sh, o_sm,
-    DSTATE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, STATE_ALIGN: tl.constexpr,
+    DSTATE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, LAG: tl.constexpr,
+    STATE_ALIGN: tl.constexpr,
     EVEN_M: tl.constexpr, TIE_HDIM: tl.constexpr, DT_SOFTPLUS: tl.constexpr, HAS_DT_BIAS: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
 ):
@@ -60,41 +61,73 @@ def state_update_kernel(
     # still gets vector loads: Triton only infers alignment of 16 from integer arguments by itself.
     rows = tl.multiple_of(offs_m * s_sm, STATE_ALIGN)
     acc = tl.zeros([BLOCK_M], dtype=tl.float32)
-    # DSTATE is a compile-time constant, so the loop unrolls and each block knows whether it is whole: only the
-    # last block of an N' that is not a multiple of BLOCK_N is masked along N, and bytes and work follow N'.
-    for n0 in tl.static_range(0, DSTATE, BLOCK_N):
-        offs_n = n0 + tl.arange(0, BLOCK_N)
-        s_ptrs = state_ptr + rows[:, None] + offs_n[None, :] * s_sn
-        A_ptrs = A_ptr + offs_m[:, None] * A_sm + offs_n[None, :] * A_sn
-        if n0 + BLOCK_N <= DSTATE:
-            B = tl.load(B_ptr + offs_n * B_sn).to(tl.float32)
-            C = tl.load(C_ptr + offs_n * C_sn).to(tl.float32)
-            if EVEN_M:  # Triton refuses `other` without a mask, hence a load of each kind
-                mask = None
-                s = tl.load(s_ptrs).to(tl.float32)
-                if not TIE_HDIM:
-                    A = tl.load(A_ptrs)
+    # DSTATE is a compile-time constant, so the loop unrolls and each strip knows whether it is whole: only the
+    # last strip of an N' that is not a multiple of BLOCK_N is masked along N, and bytes and work follow N'.
+    # LAG = 0: strip k is loaded, updated and stored, then strip k + 1 is loaded. The compiler cannot tell that the
+    # next load does not alias the store, so it waits for it: each strip pays a whole memory latency (on the H200
+    # the time went with the number of strips, not their width). LAG = 1 issues strip k + 1's loads before strip
+    # k's update and store: two strips in flight. Iteration n0 loads the strip at n0 and updates the one at
+    # n0 - LAG * BLOCK_N.
+    for n0 in tl.static_range(0, DSTATE + LAG * BLOCK_N, BLOCK_N):
+        if n0 < DSTATE:
+            offs_n = n0 + tl.arange(0, BLOCK_N)
+            ptrs_in = state_ptr + rows[:, None] + offs_n[None, :] * s_sn
+            A_ptrs = A_ptr + offs_m[:, None] * A_sm + offs_n[None, :] * A_sn
+            if n0 + BLOCK_N <= DSTATE:
+                B_in = tl.load(B_ptr + offs_n * B_sn).to(tl.float32)
+                C_in = tl.load(C_ptr + offs_n * C_sn).to(tl.float32)
+                if EVEN_M:  # Triton refuses `other` without a mask, hence a load of each kind
+                    mask_in = None
+                    s_in = tl.load(ptrs_in).to(tl.float32)
+                    if not TIE_HDIM:
+                        A_in = tl.load(A_ptrs)
+                else:
+                    mask_in = mask_m[:, None]
+                    s_in = tl.load(ptrs_in, mask=mask_in, other=0.0).to(tl.float32)
+                    if not TIE_HDIM:
+                        A_in = tl.load(A_ptrs, mask=mask_in, other=0.0)
             else:
-                mask = mask_m[:, None]
-                s = tl.load(s_ptrs, mask=mask, other=0.0).to(tl.float32)
+                mask_n = offs_n < DSTATE
+                mask_in = mask_m[:, None] & mask_n[None, :]
+                B_in = tl.load(B_ptr + offs_n * B_sn, mask=mask_n, other=0.0).to(tl.float32)
+                C_in = tl.load(C_ptr + offs_n * C_sn, mask=mask_n, other=0.0).to(tl.float32)
+                s_in = tl.load(ptrs_in, mask=mask_in, other=0.0).to(tl.float32)
                 if not TIE_HDIM:
-                    A = tl.load(A_ptrs, mask=mask, other=0.0)
-        else:
-            mask_n = offs_n < DSTATE
-            mask = mask_m[:, None] & mask_n[None, :]
-            B = tl.load(B_ptr + offs_n * B_sn, mask=mask_n, other=0.0).to(tl.float32)
-            C = tl.load(C_ptr + offs_n * C_sn, mask=mask_n, other=0.0).to(tl.float32)
-            s = tl.load(s_ptrs, mask=mask, other=0.0).to(tl.float32)
+                    A_in = tl.load(A_ptrs, mask=mask_in, other=0.0)
+        if n0 >= LAG * BLOCK_N:
+            # One name per statement: Triton cannot unpack a tuple that holds None (an EVEN_M strip's mask).
+            if LAG == 0:
+                s = s_in
+                B = B_in
+                C = C_in
+                mask = mask_in
+                s_ptrs = ptrs_in
+                if not TIE_HDIM:
+                    A = A_in
+            else:  # the strip the previous iteration loaded (the loop is unrolled: names carry over)
+                s = s_prev  # noqa: F821
+                B = B_prev  # noqa: F821
+                C = C_prev  # noqa: F821
+                mask = mask_prev  # noqa: F821
+                s_ptrs = ptrs_prev  # noqa: F821
+                if not TIE_HDIM:
+                    A = A_prev  # noqa: F821
+            if TIE_HDIM:
+                dA = dA_head
+            else:
+                dA = tl.exp(A.to(tl.float32) * dt[:, None])
+            s = s * dA + B[None, :] * dtx
+            tl.store(s_ptrs, s.to(state_ptr.dtype.element_ty), mask=mask)
+            # y from the fp32 state, before it is rounded to the cache's dtype (as mamba-ssm's kernel does)
+            acc += tl.sum(s * C[None, :], axis=1)
+        if LAG > 0 and n0 < DSTATE:
+            s_prev = s_in  # noqa: F841
+            B_prev = B_in  # noqa: F841
+            C_prev = C_in  # noqa: F841
+            mask_prev = mask_in  # noqa: F841
+            ptrs_prev = ptrs_in  # noqa: F841
             if not TIE_HDIM:
-                A = tl.load(A_ptrs, mask=mask, other=0.0)
-        if TIE_HDIM:
-            dA = dA_head
-        else:
-            dA = tl.exp(A.to(tl.float32) * dt[:, None])
-        s = s * dA + B[None, :] * dtx
-        tl.store(s_ptrs, s.to(state_ptr.dtype.element_ty), mask=mask)
-        # y from the fp32 state, before it is rounded to the cache's dtype (as mamba-ssm's kernel does)
-        acc += tl.sum(s * C[None, :], axis=1)
+                A_prev = A_in  # noqa: F841
 
     if HAS_D:
         acc += x * tl.load(D_ptr + pid_h * D_sh + offs_m * D_sm, mask=mask_m, other=0.0).to(tl.float32)

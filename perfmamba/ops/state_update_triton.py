@@ -96,13 +96,14 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
-def default_config(dim: int, dstate: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps) for a state of `dim` rows of `dstate` columns per head."""
+def default_config(dim: int, dstate: int) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, LAG) for a state of `dim` rows of `dstate` columns per head. LAG = 1 (the next
+    strip's loads issued before this strip's store) is an option the sweeps time; no default uses it yet."""
     if dstate <= 16:
         block_n = _next_pow2(dstate)
-        return min(_next_pow2(dim), max(16, min(128, _next_pow2(TARGET_TILE // block_n)))), block_n, 4
+        return min(_next_pow2(dim), max(16, min(128, _next_pow2(TARGET_TILE // block_n)))), block_n, 4, 0
     block_n = 64 if dstate > 48 else 32
-    return min(_next_pow2(dim), STRIP_ELEMENTS // block_n), block_n, STRIP_WARPS
+    return min(_next_pow2(dim), STRIP_ELEMENTS // block_n), block_n, STRIP_WARPS, 0
 
 
 def _alignment(stride: int) -> int:
@@ -117,13 +118,13 @@ def _lift(t: Tensor | None, dims: int, at: int) -> Tensor | None:
 def selective_state_update_triton(
     state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
     z: Tensor | None = None, dt_bias: Tensor | None = None, dt_softplus: bool = False, *,
-    config: tuple[int, int, int] | None = None,
+    config: tuple[int, ...] | None = None,
 ) -> Tensor:
     """mamba-ssm's `selective_state_update`: one decode step, `state` updated in place; returns y in x's dtype.
 
     Mamba-1: state (b, d, N), x/dt/z (b, d), A (d, N), B/C (b, N), D/dt_bias (d,).
     Mamba-2: state (b, h, p, N), x/dt/z (b, h, p), A (h, p, N), B/C (b, g, N), D/dt_bias (h, p).
-    `config`: (BLOCK_M, BLOCK_N, num_warps) instead of `default_config`'s (for tuning sweeps)."""
+    `config`: (BLOCK_M, BLOCK_N, num_warps[, LAG]) instead of `default_config`'s (for tuning sweeps)."""
     mamba2 = state.dim() == 4
     if state.dim() not in (3, 4):
         raise ValueError(f"state must be (b, d, N) or (b, h, p, N), got {tuple(state.shape)}")
@@ -149,7 +150,9 @@ def selective_state_update_triton(
     # Mamba-2's per-head dt and A arrive as stride-0 views over the head dimension: load one scalar per head.
     tie = (A.stride(-1) == 0 and A.stride(-2) == 0 and dt.stride(-1) == 0
            and (dt_bias is None or dt_bias.stride(-1) == 0))
-    block_m, block_n, warps = config or default_config(dim, dstate)
+    block_m, block_n, warps, *lag = config or default_config(dim, dstate)
+    if len(lag) > 1 or (lag and lag[0] not in (0, 1)):
+        raise ValueError(f"config must be (BLOCK_M, BLOCK_N, num_warps[, LAG in 0, 1]), got {config}")
     out = torch.empty_like(x)
     zero2, zero3 = (0, 0), (0, 0, 0)
     launch = _kernel(interpret)[(math.ceil(dim / block_m), batch, nheads)]
@@ -160,7 +163,8 @@ def selective_state_update_triton(
             *state4.stride(), *x.stride(), *dt.stride(), *(dt_bias.stride() if dt_bias is not None else zero2),
             *A.stride(), *B.stride(), *C.stride(), *(D.stride() if D is not None else zero2),
             *(z.stride() if z is not None else zero3), *out.stride(),
-            DSTATE=dstate, BLOCK_M=block_m, BLOCK_N=block_n, STATE_ALIGN=_alignment(state4.stride(2)),
+            DSTATE=dstate, BLOCK_M=block_m, BLOCK_N=block_n, LAG=lag[0] if lag else 0,
+            STATE_ALIGN=_alignment(state4.stride(2)),
             EVEN_M=dim % block_m == 0, TIE_HDIM=tie, DT_SOFTPLUS=bool(dt_softplus),
             HAS_DT_BIAS=dt_bias is not None, HAS_D=D is not None, HAS_Z=z is not None, num_warps=warps,
         )

@@ -48,4 +48,18 @@ def test_quick_run_writes_every_section(tmp_path):
     assert [(r["dstate"], r["padded_to"]) for r in doc["ssd"]] == [(24, 24), (24, 32), (16, 16)]
     assert doc["fastest_choices"] and set(doc["fastest_choices"].values()) <= {"reference", "triton"}
     assert doc["fastest_timings"].keys() == doc["fastest_choices"].keys()
+    # the tile sweep: LAG 1 and rows padded to a multiple of 8 (N' = 13 -> rows of 16) timed beside the rest
+    assert [(r["dstate"], set(r["configs"])) for r in doc["configs"]] == [
+        (13, {"16,16,4", "4,8,1", "4,8,1,1", "4,8,1,1,8"})]
     assert "| tiny | 24 |" in run.stdout and "### Prefill scan" in run.stdout and "### Chain" in run.stdout
+
+
+def test_padded_rows_keep_the_values_and_align_the_rows():
+    import torch
+    from bench_scripts import load_script
+
+    padded_rows = load_script("state_update_kernels").padded_rows
+    state = torch.randn(2, 3, 4, 116)
+    view = padded_rows(state, 8)
+    assert torch.equal(view, state) and view.stride() == (3 * 4 * 120, 4 * 120, 120, 1)
+    assert padded_rows(state, 4) is state and padded_rows(state, 0) is state  # 116 is a multiple of 4

@@ -120,11 +120,30 @@ def test_matches_reference(case, seed):
 
 
 @interpreted
-@pytest.mark.parametrize("config", [(1, 1, 1), (4, 32, 1), (16, 8, 2)])
+@pytest.mark.parametrize("config", [(1, 1, 1), (4, 32, 1), (16, 8, 2), (1, 1, 1, 1), (4, 32, 1, 1), (16, 8, 2, 1),
+                                    (4, 64, 1, 1)])
 def test_any_block_config(config):
     """Blocks smaller than the rows or the state (several programs over dim, several N-blocks, a masked tail)
-    and larger than both: the tiling must not change the result."""
+    and larger than both, with each strip's loads issued after the previous strip's store (LAG 0) or before it
+    (LAG 1): the tiling must not change the result."""
     check(*make_inputs("mamba2", 2, 2, 5, 37, 2, seed=1), config=config)
+
+
+@interpreted
+@settings(max_examples=40, deadline=None)
+@given(case=cases(), block_m=st.sampled_from([1, 4, 16]), block_n=st.sampled_from([4, 16, 32, 64]),
+       seed=st.integers(0, 2**31 - 1))
+def test_lag_one_matches_reference(case, block_m, block_n, seed):
+    """LAG 1 carries each strip's loaded state, B, C, A, mask and pointers into the next iteration: any mix-up
+    of strips there shows as a wrong state or output."""
+    layout, dims, flags, dtype = case
+    check(*make_inputs(layout, **dims, seed=seed, dtype=dtype, **flags), config=(block_m, block_n, 1, 1))
+
+
+@interpreted
+def test_rejects_an_unknown_lag():
+    with pytest.raises(ValueError, match=r"LAG in 0, 1\]\), got \(16, 64, 2, 2\)"):
+        check(*make_inputs("mamba2", 1, 1, 4, 8, 1, seed=0), config=(16, 64, 2, 2))
 
 
 @interpreted
@@ -161,13 +180,13 @@ def test_cpu_tests_in_a_fresh_process():
 
 def test_default_config_follows_dstate():
     """Strips of at most 64 columns whatever N' (no next_power_of_2(N') tile, so N' = 116 is 64 + a masked 52),
-    16 elements per thread, and no more rows than the head has."""
-    assert state_update_triton.default_config(64, 116) == (16, 64, 2)
-    assert state_update_triton.default_config(64, 128) == (16, 64, 2)
-    assert state_update_triton.default_config(64, 36) == (32, 32, 2)
-    assert state_update_triton.default_config(64, 12) == (64, 16, 4)
+    16 elements per thread, no more rows than the head has, and LAG 0 until the GPU sweeps time LAG 1."""
+    assert state_update_triton.default_config(64, 116) == (16, 64, 2, 0)
+    assert state_update_triton.default_config(64, 128) == (16, 64, 2, 0)
+    assert state_update_triton.default_config(64, 36) == (32, 32, 2, 0)
+    assert state_update_triton.default_config(64, 12) == (64, 16, 4, 0)
     assert state_update_triton.default_config(64, 3)[1] == 4
-    assert state_update_triton.default_config(1536, 16) == (128, 16, 4)
+    assert state_update_triton.default_config(1536, 16) == (128, 16, 4, 0)
     assert state_update_triton.default_config(4, 128)[0] == 4
 
 
@@ -194,6 +213,19 @@ def test_gpu_corners_in_every_layout(dtype):
         check(*make_inputs("mamba1", 3, 1, 100, dstate, 1, seed=dstate, device="cuda", dtype=dtype))
         check(*make_inputs("mamba2", 2, 4, 7, dstate, 2, seed=dstate, device="cuda", dtype=dtype, D=False,
                            z=False, dt_bias=False, softplus=False, padded_rows=True))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("lag", [0, 1])
+def test_gpu_default_tile_at_both_lags(lag):
+    """Compiled: the default tile with each LAG at the corner N' in the model's bf16 Mamba-2 layout, and in
+    Mamba-1's untied layout with a row mask (dim 100)."""
+    for dstate in CORNERS:
+        config = (*state_update_triton.default_config(64, dstate)[:3], lag)
+        check(*make_inputs("mamba2_tied", 3, 4, 64, dstate, 2, seed=dstate, device="cuda", dtype=torch.bfloat16),
+              config=config)
+        check(*make_inputs("mamba1", 3, 1, 100, dstate, 1, seed=dstate, device="cuda", dtype=torch.bfloat16),
+              config=(*state_update_triton.default_config(100, dstate)[:3], lag))
 
 
 @pytest.mark.gpu
