@@ -95,21 +95,15 @@ def state_update_kernel(
                 if not TIE_HDIM:
                     A_in = tl.load(A_ptrs, mask=mask_in, other=0.0)
         if n0 >= LAG * BLOCK_N:
-            # One name per statement: Triton cannot unpack a tuple that holds None (an EVEN_M strip's mask).
+            # The mask apart: Triton cannot unpack a tuple that holds None (an EVEN_M strip's mask).
             if LAG == 0:
-                s = s_in
-                B = B_in
-                C = C_in
+                s, B, C, s_ptrs = s_in, B_in, C_in, ptrs_in
                 mask = mask_in
-                s_ptrs = ptrs_in
                 if not TIE_HDIM:
                     A = A_in
             else:  # the strip the previous iteration loaded (the loop is unrolled: names carry over)
-                s = s_prev  # noqa: F821
-                B = B_prev  # noqa: F821
-                C = C_prev  # noqa: F821
+                s, B, C, s_ptrs = s_prev, B_prev, C_prev, ptrs_prev  # noqa: F821
                 mask = mask_prev  # noqa: F821
-                s_ptrs = ptrs_prev  # noqa: F821
                 if not TIE_HDIM:
                     A = A_prev  # noqa: F821
             if TIE_HDIM:
@@ -121,11 +115,8 @@ def state_update_kernel(
             # y from the fp32 state, before it is rounded to the cache's dtype (as mamba-ssm's kernel does)
             acc += tl.sum(s * C[None, :], axis=1)
         if LAG > 0 and n0 < DSTATE:
-            s_prev = s_in  # noqa: F841
-            B_prev = B_in  # noqa: F841
-            C_prev = C_in  # noqa: F841
+            s_prev, B_prev, C_prev, ptrs_prev = s_in, B_in, C_in, ptrs_in  # noqa: F841
             mask_prev = mask_in  # noqa: F841
-            ptrs_prev = ptrs_in  # noqa: F841
             if not TIE_HDIM:
                 A_prev = A_in  # noqa: F841
 
