@@ -8,7 +8,8 @@ Sections, each timed by CUDA-graph replay (perfmamba.timing, L2 flushed), candid
 - kernel: selective_state_update at batch 64, bf16, mamba-ssm's kernel ("cuda") against ours ("triton"):
   Mamba-2 130m / 1.3b shapes (tied per-head dt and A, as the model calls it; before 2026-12-02 A was materialised
   by mistake and both kernels ran untied) and Mamba-1 130m;
-- configs: our kernel's (BLOCK_M, BLOCK_N, num_warps) around the default, for tuning;
+- configs: our kernel's (BLOCK_M, BLOCK_N, num_warps[, LAG[, ROWS]]) around the default, for tuning (LAG 1: the
+  next strip's loads before this strip's store; ROWS: the state's rows padded to a multiple of ROWS elements);
 - layout: the kernel alone on the model's own call layout (x, B, C views into the conv output, dt a stride-0 view
   into the in_proj output: the strides `fastest_choices` records), with dt tied per head and untied, beside the
   plain layout of "kernel";
@@ -437,8 +438,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         autoselect.register_fastest("selective_state_update", ("reference", "triton"), mutated=(0,), reps=1)
     if args.configs_arg is not None:
         args.configs = tuple(tuple(int(v) for v in c.split(",")) for c in args.configs_arg.split(";") if c)
-        if any(not 3 <= len(c) <= 5 for c in args.configs):
-            raise SystemExit(f"--configs must be 'BLOCK_M,BLOCK_N,warps[,LAG[,ROWS]];...', got {args.configs_arg!r}")
+        if any(not 3 <= len(c) <= 5 or (len(c) > 3 and c[3] not in (0, 1)) or (len(c) > 4 and c[4] < 0)
+               for c in args.configs):
+            raise SystemExit(f"--configs must be 'BLOCK_M,BLOCK_N,warps[,LAG[,ROWS]];...' with LAG 0 or 1 and "
+                             f"ROWS >= 0, got {args.configs_arg!r}")
     if args.config_dstates_arg is not None:
         args.config_dstates = tuple(int(v) for v in args.config_dstates_arg.split(","))
     args.probe_backends = tuple(probe_name(c) for c in args.probe_configs)

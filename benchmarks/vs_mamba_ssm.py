@@ -15,8 +15,9 @@ Sections (`--sections`), per preset (130m and 1.4b / 1.3b shapes of both version
   points, to locate the gap.
 Writes DIR/vs_mamba_ssm.json (every sample, environment, git commit) and DIR/vs_mamba_ssm.md (the tables).
 `--processes N` runs the step section of each preset in N fresh processes (DIR/processes/) and reports each ratio's
-median and range over them: on the H200 one point's ratio moved 1.001-1.012 between processes, while its rounds
-inside one process agreed within 0.3% (docs/results/vs_mamba_ssm.md).
+median and range over them: a report of more rounds from independent processes, not a judgement (that is
+`perfmamba gate`'s). On the H200 Mamba-2's prefill ratios spread 0.95-1.05 round to round, so 5 rounds of one
+process leave about +-1% on their median (docs/results/vs_mamba_ssm.md).
 """
 
 from __future__ import annotations
@@ -315,7 +316,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.processes > 1 and "step" in args.sections:
         doc["step"], doc["step_over_processes"] = step_over_processes(args)
         args.sections = [s for s in args.sections if s != "step"]
-    for preset in args.presets:
+    for preset in args.presets if args.sections else ():  # --processes may have left no section to run here
         models = ModelCache(size=4)
         # one model for every section: built here, seeded as the benchmark suite builds it
         dense = Case(preset, "model", dtype=args.dtype)
@@ -329,8 +330,6 @@ def main(argv: list[str] | None = None) -> dict:
             torch.cuda.empty_cache()
     args.out.mkdir(parents=True, exist_ok=True)
     path = write_json(args.out / "vs_mamba_ssm.json", doc, kind="vs_mamba_ssm")
-    from perfmamba.results import read_json
-
     text = markdown(read_json(path))
     atomic_write_text(args.out / "vs_mamba_ssm.md", text)
     print(text)

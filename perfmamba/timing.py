@@ -20,7 +20,10 @@ captured into a second graph of their own, replayed each round, and their time i
 Memory placement: callables timed side by side (`time_interleaved`, the harness's baselines) are captured into
 one shared graph memory pool, so that each runs on the same activation addresses. Each graph in its own pool put
 a placement bias of 1.5-2% into the ratio of two identical Mamba-1 prefills (H200, A/A 0.984; shared: 0.9996-1.0004,
-docs/results/vs_mamba_ssm.md). The graphs replay one at a time and their outputs are dropped, so sharing is safe.
+docs/results/vs_mamba_ssm.md). Sharing is safe because nothing allocated inside a capture outlives it: outputs are
+dropped, decode caches are allocated before the capture and updated in place, and lazy allocations happen in the
+eager warm-up. A callable that kept a tensor allocated during its capture would have it overwritten by the other
+graphs' replays (they may reuse its addresses, and they replay in either order).
 """
 
 from __future__ import annotations
@@ -246,19 +249,23 @@ class GraphTimer:
         if self.device.type != "cuda":
             raise ValueError(f"GraphTimer needs a CUDA device, got {self.device}")
         self.fn = fn
-        self._pool = pool  # a graph memory pool shared with the timers of the callables this one is compared with
+        self._pool = pool  # shared with the timers of the callables this one is compared with (module docstring)
         self._flush = _flush_buffer(self.device) if flush_l2 else None
         self.eager_s = self._warm_up(max(2, warmup_calls))
         graph = None
         if calls is None:
-            graph = self._capture(1)
-            once = _replay_seconds(graph, self.device, times=3)
+            # The probe gets a private pool: it is dropped unless it is the final graph, and a shared pool whose
+            # only graph is dropped while one of its blocks lives on (a cuBLAS workspace) trips an assert in
+            # torch when the next capture asks for it.
+            probe = self._capture(1, pool=None)
+            once = _replay_seconds(probe, self.device, times=3)
             calls = min(MAX_CALLS, max(1, math.ceil(MIN_REPLAY_S / max(once, 1e-9))))
-            if calls > 1:
-                graph = None  # recaptured below with `calls` calls; its pool is freed first
+            graph = probe if calls == 1 and self._pool is None else None
+            del probe
         self.calls = calls
-        self._graph = graph if graph is not None else self._capture(calls)
-        self._flush_graph = self._capture(calls, flush_only=True) if self._flush is not None else None
+        self._graph = graph if graph is not None else self._capture(calls, pool=self._pool)
+        self._flush_graph = (self._capture(calls, flush_only=True, pool=self._pool) if self._flush is not None
+                             else None)
         self._events: list[tuple[torch.cuda.Event, ...]] = []
 
     clock = "cuda_graph"
@@ -282,9 +289,9 @@ class GraphTimer:
         torch.cuda.synchronize(self.device)
         return statistics.median(s.elapsed_time(e) / 1e3 for s, e in pairs[1:])  # the first call compiles
 
-    def _capture(self, calls: int, flush_only: bool = False) -> torch.cuda.CUDAGraph:
+    def _capture(self, calls: int, *, pool: tuple | None, flush_only: bool = False) -> torch.cuda.CUDAGraph:
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        with torch.cuda.graph(graph, pool=pool):
             for _ in range(calls):
                 if self._flush is not None:
                     _flush(self._flush)
@@ -343,8 +350,9 @@ def shared_pool(device: torch.device | str) -> tuple | None:
 
 def make_timer(fn: Callable[[], object], device: torch.device | str, *, graph: bool = True,
                flush_l2: bool = True, pool: tuple | None = None) -> Timer:
-    """A graph-replay timer on CUDA when `graph` and the call can be captured (into `pool` if given), else an eager
-    `RoundTimer` whose `fallback_reason` says why no graph (its samples are host-timed)."""
+    """A graph-replay timer on CUDA when `graph` and the call can be captured (into `pool` if given: then nothing
+    `fn` allocates may outlive its call, see the module docstring), else an eager `RoundTimer` whose
+    `fallback_reason` says why no graph (its samples are host-timed)."""
     device = torch.device(device)
     if device.type != "cuda" or not graph:
         return RoundTimer(fn, device, flush_l2=flush_l2)

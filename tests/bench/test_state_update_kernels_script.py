@@ -63,3 +63,11 @@ def test_padded_rows_keep_the_values_and_align_the_rows():
     view = padded_rows(state, 8)
     assert torch.equal(view, state) and view.stride() == (3 * 4 * 120, 4 * 120, 120, 1)
     assert padded_rows(state, 4) is state and padded_rows(state, 0) is state  # 116 is a multiple of 4
+
+
+@pytest.mark.parametrize("configs", ["16,64", "16,64,2,2", "16,64,2,1,-8", "16,64,2,1,8,0"])
+def test_configs_are_checked_before_anything_runs(configs, tmp_path):
+    from bench_scripts import load_script
+
+    with pytest.raises(SystemExit, match="--configs must be 'BLOCK_M,BLOCK_N,warps"):
+        load_script("state_update_kernels").parse_args(["--quick", "--out", str(tmp_path), "--configs", configs])
