@@ -104,11 +104,13 @@ def step_over_processes(args) -> tuple[list[dict], list[dict]]:
             log(f"process {k + 1}/{args.processes}: {preset}")
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             rows += [{**r, "process": k} for r in read_json(out / "vs_mamba_ssm.json")["step"]]
+    points: dict[tuple, list[dict]] = {}
+    for r in rows:
+        points.setdefault((r["preset"], r["mode"], r["seqlen"], r["batch"]), []).append(r)
     summary = []
-    for key in dict.fromkeys((r["preset"], r["mode"], r["seqlen"], r["batch"]) for r in rows):
-        same = [r for r in rows if (r["preset"], r["mode"], r["seqlen"], r["batch"]) == key]
+    for (preset, mode, seqlen, batch), same in points.items():
         ratios = [r["ratio"] for r in same if r["ratio"] is not None]
-        summary.append({**dict(zip(("preset", "mode", "seqlen", "batch"), key)), "processes": len(same),
+        summary.append({"preset": preset, "mode": mode, "seqlen": seqlen, "batch": batch, "processes": len(same),
                         "ours_median_s": statistics.median(r["ours"]["median_s"] for r in same),
                         "ratios": ratios, "ratio_median": statistics.median(ratios) if ratios else None})
     return rows, summary

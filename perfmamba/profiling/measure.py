@@ -182,15 +182,19 @@ class PointMeasurement:
                 matmul_flops=cost.matmul_flops if cost else 0.0,
             ))
 
+    def _capture_failed(self, e: Exception) -> str:
+        """Give back what the failed capture held (its memory pool), and say why it failed."""
+        with contextlib.suppress(Exception):
+            free_memory(self.device)
+        return f"CUDA graph capture failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+
     def _graph_samples(self, fn: Callable[[], object]) -> Samples | None:
         """`fn` timed as CUDA-graph replays, or None with the reason in the point's message: an uncapturable call
         (or no room for the graph's own memory pool) must not cost the point its other measurements."""
         try:
             samples = time_fn(fn, self.device, rounds=self.cfg.rounds, warmup=self.cfg.warmup)
         except Exception as e:  # noqa: BLE001 - see the docstring
-            with contextlib.suppress(Exception):
-                free_memory(self.device)
-            self.result.message = f"CUDA graph capture failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            self.result.message = self._capture_failed(e)
             return None
         if samples.clock != "cuda_graph":  # timed eagerly instead: not a graph time
             self.result.message = f"CUDA graph capture failed: {samples.note}"
@@ -208,9 +212,7 @@ class PointMeasurement:
         try:
             attribution = graph_attribution(fn, self.device, max(cfg.profiler_runs, 5), flush=l2_flush(self.device))
         except Exception as e:  # noqa: BLE001 - as an uncapturable step: timed eagerly, and says so
-            with contextlib.suppress(Exception):
-                free_memory(self.device)
-            r.message = f"timed eagerly: CUDA graph capture failed: {str(e).splitlines()[0][:200]}"
+            r.message = f"timed eagerly: {self._capture_failed(e)}"
             return False
         r.clock, r.time_s, r.samples_s = samples.clock, samples.median, list(samples.seconds)
         r.graph_time_s, r.graph_samples_s = r.time_s, list(samples.seconds)
