@@ -1,7 +1,8 @@
 """Issue 18 in one command: a 130m-shape model trained for minutes on one GPU, pruned every way, scored at long
-context and on a recall probe, dense against pruned.
+context and on recall and copy probes, dense against pruned.
 
-    python3 benchmarks/train_130m.py --out DIR --version 1              # CUDA + mamba-ssm: ~9 min on an H200
+    python3 benchmarks/train_130m.py --out DIR --version 1              # CUDA + mamba-ssm: ~7.5 min on an H200
+    python3 benchmarks/train_130m.py --out DIR --version 2 --minutes 4.5
     python3 benchmarks/train_130m.py --out DIR --version 2 --tokenizer bpe:16384
     python3 benchmarks/train_130m.py --quick --out DIR                  # CPU smoke run: tiny shape, seconds
 
@@ -13,14 +14,21 @@ Steps, each logged with the seconds since start:
    `--recall-fraction` of the rows (default 0.1) replaced by synthetic key-value recall rows (perfmamba.eval.probe)
    so that the probe measures a skill the model was asked to learn, not ~0 everywhere;
 3. dense scores: test perplexity at each context (`--contexts`, default 256 2048 8192) on the same test tokens,
-   and the recall probe at each distance (`--distances`), in bf16;
+   the recall probe and the copy probe (a held-out span repeated, against a control that never showed it) at
+   each distance (`--distances`), in bf16; and perplexity on the stdlib validation files this run did not train
+   on, in windows of 512, as the small models were scored (byte tokenizer);
 4. pruning: one calibration at `--calib-seqlen` (default 2048, the training length), then every criterion x
    allocation at each r (`--ratios`), plus contribution calibrated at 256 (does the window matter?); each
-   pruned model scored as the dense one. The grid runs in priority order and stops when `--budget-s` (from the
-   start of the process) would be overrun; what was left out is listed.
+   pruned model scored as the dense one. Mamba-2 is pruned with mode="mask" (the same function, the states'
+   B and C zeroed): global allocation gives each layer its own N', and its Triton kernels would compile for
+   every one (a session-10 run spent its whole budget so). Mamba-1's CUDA scan takes any N': it is cut. The
+   grid runs in priority order and stops when `--budget-s` (from the start of the process) would be overrun;
+   what was left out is listed.
 Writes DIR/train_130m_v{V}.json (every number, the loss curve, seed, corpus and tokenizer hashes, environment),
-DIR/train_130m_v{V}.md (the table) and DIR/train_130m_v{V}.png (perplexity vs r per context); the BPE tokenizer as
-DIR/tokenizer_v{V}.json. The weights are deleted unless `--save` (then DIR/model_v{V}/).
+DIR/train_130m_v{V}.md and .png (train_130m_report.py: the table, perplexity change vs r per context); the BPE
+tokenizer as DIR/tokenizer_v{V}.json. The JSON and the table are rewritten after every pruned model ("complete":
+false until the end), so a run killed at its time limit keeps what it measured. The weights are deleted unless
+`--save` (then DIR/model_v{V}/).
 """
 
 from __future__ import annotations
@@ -35,13 +43,15 @@ from pathlib import Path
 
 import torch
 
-if __package__ in (None, ""):  # run as a script from a checkout: import the perfmamba beside it
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a script from a checkout: import the perfmamba beside it, and the report
+    sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+
+from train_130m_report import markdown, plot  # noqa: E402
 
 from perfmamba.data.corpus import load_corpus  # noqa: E402
 from perfmamba.data.tokenizer import ByteTokenizer  # noqa: E402
 from perfmamba.eval.perplexity import perplexity  # noqa: E402
-from perfmamba.eval.probe import make_probe, recall_batch_fn, score_probe  # noqa: E402
+from perfmamba.eval.probe import make_copy_probe, make_probe, recall_batch_fn, score_probe  # noqa: E402
 from perfmamba.eval.recipe import TrainConfig, param_groups, steps_for_budget, train_config  # noqa: E402
 from perfmamba.models.config import get_preset  # noqa: E402
 from perfmamba.pruning import ALLOCATIONS, calibrate, criteria_for, prune_states  # noqa: E402
@@ -53,7 +63,11 @@ RATIOS = (0.1, 0.3, 0.5, 0.7, 0.9)
 # Grid order = priority when the budget runs short: the headline criterion, the paper's, then the rest.
 CRITERION_ORDER = ("contribution", "delta", "gramian", "energy", "weight", "A", "random")
 SHORT_CALIB = 256  # the window of every earlier result: contribution is also calibrated at it, for comparison
+# The small models (mamba{1,2}-small, docs/results/h100.md) were scored on the stdlib corpus's validation files
+# (64 MiB cap, windows of 512 bytes); the local corpus names the same files "stdlib/<path>" and splits them anew.
+SMALL_CORPUS, SMALL_MAX_BYTES, SMALL_SEQ_LEN = "stdlib", 64 << 20, 512
 TOKENS_PER_BATCH = 65536  # scoring batches: windows x context
+PRUNE_MODE = {1: "remove", 2: "mask"}  # why: the module docstring, step 4
 
 
 def log(message: str) -> None:
@@ -179,16 +193,42 @@ def time_step(cfg: TrainConfig, model_config, tokens: torch.Tensor, batch_fn, de
     return sorted(times[2:])[len(times[2:]) // 2]
 
 
-def scores(model, test: torch.Tensor, probe, args) -> dict:
-    """Test perplexity per context and the probe per distance, in bf16 on CUDA."""
-    out = {"perplexity": {}, "probe": {}}
+def scores(model, test: torch.Tensor, probes: tuple, args) -> dict:
+    """Test perplexity per context, the recall probe and the copy probe per distance, in bf16 on CUDA."""
+    recall, copy = probes
+    out = {"perplexity": {}, "probe": {}, "copy": {}}
+    batch = lambda d: max(1, TOKENS_PER_BATCH // (d + 160))  # noqa: E731 (room for the span / pair)
     with autocast(args.device):
         for ctx in args.contexts:
             r = perplexity(model, test, seq_len=ctx, batch_size=max(1, TOKENS_PER_BATCH // ctx), progress=False)
             out["perplexity"][str(ctx)] = r.perplexity
-        for s in score_probe(model, probe, batch_size=lambda d: max(1, TOKENS_PER_BATCH // (d + 64))):
+        for s in score_probe(model, recall, batch_size=batch):
             out["probe"][str(s.distance)] = s.to_dict()
+        controls = {s.distance: s for s in score_probe(model, copy["control"], batch_size=batch)}
+        for s in score_probe(model, copy["copy"], batch_size=batch):
+            base = controls[s.distance].token_accuracy
+            out["copy"][str(s.distance)] = {"n": s.n, "accuracy": s.token_accuracy, "control_accuracy": base,
+                                            "gain": s.token_accuracy - base, "exact_match": s.exact_match}
     return out
+
+
+def small_model_reference(model, corpus, args) -> dict:
+    """Perplexity on the stdlib validation files that this run did not train on either, in the small models'
+    windows: the like-for-like comparison with their published validation perplexity (bytes only)."""
+    if args.tokenizer != "byte":
+        return {"skipped": "the small models are byte-level; this run's tokenizer is " + args.tokenizer}
+    small = load_corpus(SMALL_CORPUS, None, max_bytes=(1 << 20) if args.quick else SMALL_MAX_BYTES)
+    trained = set(corpus.files) - set(corpus.val_files) - set(corpus.test_files)
+    val = [seg for seg in small.segments if seg[0] == "val"]
+    held = [i for i, name in enumerate(small.val_files) if not {name, f"stdlib/{name}"} & trained]
+    if not held:
+        return {"skipped": f"this run trained on every validation file of {small.id}"}
+    tokens = torch.cat([small.val[val[i][1]:val[i][1] + val[i][2]] for i in held])
+    with autocast(args.device):
+        r = perplexity(model, tokens, seq_len=SMALL_SEQ_LEN, batch_size=64, progress=False)
+    return {"corpus": small.id, "files": [small.val_files[i] for i in held], "of_val_files": len(small.val_files),
+            "tokens": int(tokens.numel()), "seq_len": SMALL_SEQ_LEN, "perplexity": r.perplexity,
+            "bits_per_token": r.bits_per_token}
 
 
 def grid(args, version: int) -> list[tuple[int, str, str]]:
@@ -203,7 +243,9 @@ def grid(args, version: int) -> list[tuple[int, str, str]]:
     return blocks
 
 
-def prune_grid(args, model, train_tokens, test, probe) -> tuple[list[dict], list[dict]]:
+def prune_grid(args, model, train_tokens, test, probes, on_row=lambda rows, skipped: None
+               ) -> tuple[list[dict], list[dict]]:
+    """Every cell of `grid` at every r, scored; `on_row(rows, skipped)` after each (to save what is done)."""
     rows, skipped, stats, cell_s = [], [], {}, []
     for calib_len, criterion, allocation in grid(args, model.config.version):
         for ratio in args.ratios:
@@ -222,87 +264,28 @@ def prune_grid(args, model, train_tokens, test, probe) -> tuple[list[dict], list
                 t0 = time.perf_counter()
             try:
                 pruned, report = prune_states(model, ratio, criterion=criterion, allocation=allocation,
+                                              mode=PRUNE_MODE[model.config.version],
                                               stats=stats[calib_len], seq_len=calib_len,
                                               batch_size=max(1, args.calib_tokens // calib_len))
             except ValueError as e:  # a ratio no layer can meet (too few states): recorded, not fatal
                 rows.append({**cell, "error": str(e)})
                 continue
             row = {**cell, "achieved_ratio": report.achieved_ratio, "d_state_after": report.d_state_after,
-                   "cache_saving": report.cache_saving, "calibration": report.calibration,
-                   **scores(pruned, test, probe, args)}
+                   "mode": report.mode, "calibration": report.calibration,
+                   **scores(pruned, test, probes, args)}
+            if report.mode == "remove":  # a masked model keeps its cache's shape
+                row["cache_saving"] = report.cache_saving
             del pruned
             if args.device.type == "cuda":
                 torch.cuda.empty_cache()
             rows.append(row)
+            on_row(rows, skipped)
             cell_s.append(time.perf_counter() - t0)
             ppl = " ".join(f"{k}:{v:.3f}" for k, v in row["perplexity"].items())
             log(f"{criterion}/{allocation} calib {calib_len} r={ratio:g}: ppl {ppl} ({cell_s[-1]:.1f} s)")
     if skipped:
         log(f"budget {args.budget_s:g} s: skipped {len(skipped)} cells")
     return rows, skipped
-
-
-def markdown(doc: dict) -> str:
-    contexts, dense = doc["config"]["contexts"], doc["dense"]
-    distances = [str(d) for d in doc["config"]["distances"]]
-    t = doc["training"]
-    lines = [f"# Mamba-{doc['version']} 130m shape, {doc['tokenizer']['identity']}, seed {doc['seed']}", "",
-             f"Corpus {doc['corpus']['id']}; {t['steps_done']} steps, {t['tokens_seen']:,} tokens in "
-             f"{t['train_time_s']:.0f} s ({t['tokens_per_s']:,.0f} tokens/s); final loss {t['losses'][-1]:.3f}, "
-             f"validation perplexity {t['val_perplexity']:.3f}; recall rows {doc['config']['recall_fraction']:g}.",
-             "", "Test perplexity by context (change vs dense) and recall exact match by distance.", "",
-             "| criterion | allocation | calib L | r | achieved | " + " | ".join(f"ppl@{c}" for c in contexts)
-             + " | " + " | ".join(f"recall@{d}" for d in distances) + " |",
-             "|" + "---|" * (5 + len(contexts) + len(distances))]
-
-    def cells(s: dict) -> list[str]:
-        out = []
-        for c in contexts:
-            p, base = s["perplexity"][str(c)], dense["perplexity"][str(c)]
-            out.append(f"{p:.3f}" if s is dense else f"{p:.3f} ({100 * (p / base - 1):+.1f}%)")
-        return out + [f"{s['probe'][d]['exact_match']:.2f}" for d in distances]
-
-    lines.append("| dense | | | 0 | 0 | " + " | ".join(cells(dense)) + " |")
-    for r in doc["rows"]:
-        if "error" in r:
-            lines.append(f"| {r['criterion']} | {r['allocation']} | {r['calib_seqlen']} | {r['ratio']:g} | "
-                         f"{r['error']} |")
-            continue
-        lines.append(f"| {r['criterion']} | {r['allocation']} | {r['calib_seqlen']} | {r['ratio']:g} | "
-                     f"{r['achieved_ratio']:.3f} | " + " | ".join(cells(r)) + " |")
-    if doc["skipped"]:
-        lines += ["", f"Left out for time ({len(doc['skipped'])} cells): "
-                  + ", ".join(sorted({f"{s['criterion']}/{s['allocation']}@{s['calib_seqlen']}"
-                                      for s in doc["skipped"]}))]
-    return "\n".join(lines) + "\n"
-
-
-def plot(doc: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    contexts = doc["config"]["contexts"]
-    fig, axes = plt.subplots(1, len(contexts), figsize=(5 * len(contexts), 4), squeeze=False)
-    for ax, ctx in zip(axes[0], contexts):
-        series: dict[str, list] = {}
-        for r in doc["rows"]:
-            if "error" not in r:
-                key = f"{r['criterion']}/{r['allocation']}" + (f" L{r['calib_seqlen']}" if r['calib_seqlen'] ==
-                                                               SHORT_CALIB != doc["config"]["calib_seqlen"] else "")
-                series.setdefault(key, []).append((r["ratio"], r["perplexity"][str(ctx)]))
-        for key, points in sorted(series.items()):
-            xs, ys = zip(*sorted(points))
-            ax.plot(xs, ys, marker="o", label=key, linestyle="--" if " L" in key else "-")
-        ax.axhline(doc["dense"]["perplexity"][str(ctx)], color="k", linewidth=1, label="dense")
-        ax.set(title=f"context {ctx}", xlabel="r (fraction of states removed)", ylabel="test perplexity",
-               yscale="log")
-    axes[0][-1].legend(fontsize=6, loc="upper left")
-    fig.suptitle(f"Mamba-{doc['version']} 130m shape ({doc['tokenizer']['identity']})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -341,22 +324,34 @@ def run(args, scratch: Path) -> int:
     log(f"trained: loss {training['losses'][-1]:.4f}, val perplexity {training['val_perplexity']:.3f}, "
         f"{training['tokens_per_s']:,.0f} tokens/s")
     model = load_model(model_dir, device=args.device)
-    test = corpus.tokens("test")[: args.eval_tokens]
-    probe = make_probe(tok, corpus.tokens("test"), args.distances, args.probe_n, seed=args.seed)
-    dense = scores(model, test, probe, args)
-    log(f"dense: ppl {dense['perplexity']}, recall {[v['exact_match'] for v in dense['probe'].values()]}")
-    rows, skipped = prune_grid(args, model, corpus.train, test, probe)
+    test, held_out = corpus.tokens("test")[: args.eval_tokens], corpus.tokens("test")
+    probes = (make_probe(tok, held_out, args.distances, args.probe_n, seed=args.seed),
+              make_copy_probe(held_out, args.distances, args.probe_n, seed=args.seed))
+    dense = scores(model, test, probes, args)
+    training["small_model_reference"] = small_model_reference(model, corpus, args)
+    log(f"on the small models' held-out stdlib files: {training['small_model_reference']}")
+    log(f"dense: ppl {dense['perplexity']}, recall {[v['exact_match'] for v in dense['probe'].values()]}, copy "
+        f"{[round(v['accuracy'], 3) for v in dense['copy'].values()]} (control "
+        f"{[round(v['control_accuracy'], 3) for v in dense['copy'].values()]})")
     tokenizer_doc = {"identity": tok.identity, "vocab_size": tok.vocab_size, "spec": args.tokenizer}
     if args.tokenizer != "byte":
         shutil.copy(scratch / "tokenizer.json", args.out / f"tokenizer_v{args.version}.json")
     config = {k: (str(v) if isinstance(v, (Path, torch.device)) else v) for k, v in vars(args).items()}
-    doc = {"version": args.version, "seed": args.seed, "config": config, "corpus": corpus.describe(),
-           "tokenizer": tokenizer_doc, "model_config": training.get("model_config"), "train_config": training["config"],
-           "step_seconds_measured": step_s, "training": training, "test_tokens": int(test.numel()),
-           "dense": dense, "rows": rows, "skipped": skipped, "elapsed_s": time.perf_counter() - START}
+    doc = {"version": args.version, "seed": args.seed, "complete": False, "config": config,
+           "corpus": corpus.describe(), "tokenizer": tokenizer_doc, "model_config": training.get("model_config"),
+           "train_config": training["config"], "step_seconds_measured": step_s, "training": training,
+           "test_tokens": int(test.numel()), "dense": dense, "rows": [], "skipped": []}
     stem = args.out / f"{KIND}_v{args.version}"
-    write_json(stem.with_suffix(".json"), doc, kind=KIND)
-    atomic_write_text(stem.with_suffix(".md"), markdown(doc))
+
+    def save(rows: list[dict], skipped: list[dict]) -> None:
+        doc.update(rows=rows, skipped=skipped, elapsed_s=time.perf_counter() - START)
+        write_json(stem.with_suffix(".json"), doc, kind=KIND)
+        atomic_write_text(stem.with_suffix(".md"), markdown(doc))
+
+    save([], [])
+    rows, skipped = prune_grid(args, model, corpus.train, test, probes, on_row=save)
+    doc["complete"] = True
+    save(rows, skipped)
     plot(doc, stem.with_suffix(".png"))
     log(f"wrote {stem}.json/.md/.png ({len(rows)} pruned models, {len(skipped)} skipped)")
     return 0

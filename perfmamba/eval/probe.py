@@ -1,4 +1,4 @@
-"""A long-context probe that needs memory: recall a key-value pair seen `distance` tokens earlier.
+"""Long-context probes that need memory: recall a key-value pair, or copy a span, seen `distance` tokens earlier.
 
 Perplexity in windows of a few hundred tokens cannot tell a model that remembers from one that forgets: most
 next tokens are predictable from the last few. A state that decays slowly is what carries a fact across
@@ -19,6 +19,11 @@ distance, dense or pruned; `recall_batch_fn` mixes a small fraction of synthetic
 pairs, queried later in the same row) into training, so that the probe measures how much of a learned skill
 survives pruning. The training rows and the probe share the format, not the examples (other seeds, filler from
 the train split; the probe's filler is the held-out split).
+
+The copy probe needs no trained skill beyond language modelling: a span of held-out text, `distance` tokens of
+other text, then the same span again; scored on the repeat's tokens after its first `COPY_SKIP` (which say which
+span it is). Its control is the same row with the first occurrence replaced by other text: the same span at the
+same position, never seen before. Accuracy on the copy minus the control's is what memory of the span adds.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from perfmamba.checks import check_at_least, check_in_range
 from perfmamba.data.tokenizer import Tokenizer
 
 KEY_CHARS = string.ascii_lowercase
+COPY_SPAN = 64  # tokens in a copied span
+COPY_SKIP = 8  # the repeat's first tokens, not scored: until they are read, nothing says which span comes
 VALUE_CHARS = string.ascii_uppercase + string.digits
 DISTANCES = (256, 2048, 8192)
 
@@ -105,6 +112,34 @@ def make_probe(tokenizer: Tokenizer, filler: Tensor, distances: Sequence[int] = 
         gen = torch.Generator().manual_seed(seed * 1_000_003 + int(distance))
         out[int(distance)] = [recall_example(tokenizer, filler, distance, gen, key_chars=key_chars,
                                              value_chars=value_chars) for _ in range(n)]
+    return out
+
+
+def copy_examples(filler: Tensor, distance: int, gen: torch.Generator, *, span: int = COPY_SPAN,
+                  skip: int = COPY_SKIP) -> tuple[RecallExample, RecallExample]:
+    """(copy, control): [span, `distance` of text, span] and [other text, the same `distance`, span], each scored
+    on the last `span - skip` tokens."""
+    check_at_least("distance", distance, 0)
+    check_in_range("skip", skip, 0, span, closed="[)")
+    piece = _filler(filler, span, gen)
+    gap, other = _filler(filler, distance, gen), _filler(filler, span, gen)
+    copy, control = torch.cat([piece, gap, piece]), torch.cat([other, gap, piece])
+    start = copy.numel() - span + skip
+    return (RecallExample(ids=copy, answer_start=start, distance=distance),
+            RecallExample(ids=control, answer_start=start, distance=distance))
+
+
+def make_copy_probe(filler: Tensor, distances: Sequence[int] = DISTANCES, n: int = 32, *, seed: int = 0,
+                    span: int = COPY_SPAN) -> dict[str, dict[int, list[RecallExample]]]:
+    """{"copy": {distance: examples}, "control": {distance: examples}}, `n` pairs per distance, from `seed`
+    alone; score each half with `score_probe`."""
+    check_at_least("n", n)
+    out: dict[str, dict[int, list[RecallExample]]] = {"copy": {}, "control": {}}
+    for distance in distances:
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + int(distance) + 500_000)
+        pairs = [copy_examples(filler, int(distance), gen, span=span) for _ in range(n)]
+        out["copy"][int(distance)] = [c for c, _ in pairs]
+        out["control"][int(distance)] = [c for _, c in pairs]
     return out
 
 

@@ -27,7 +27,12 @@ def test_quick_run_writes_every_result_and_no_weights(tmp_path):
     t = doc["training"]
     assert t["steps_done"] >= 1 and len(t["losses"]) == t["steps_done"]
     assert t["tokens_seen"] == t["steps_done"] * 4 * 128 and t["model_config"]["vocab_size"] == 256
+    ref = t["small_model_reference"]  # the quick run trains on the stdlib: its validation files are held out
+    assert ref["files"] and ref["perplexity"] > 1 and ref["seq_len"] == 512 and ref["of_val_files"] == len(ref["files"])
     assert set(doc["dense"]["perplexity"]) == {"64", "256"} and set(doc["dense"]["probe"]) == {"32", "128"}
+    copy = doc["dense"]["copy"]["128"]
+    assert doc["complete"] is True and set(doc["dense"]["copy"]) == {"32", "128"}
+    assert copy["gain"] == pytest.approx(copy["accuracy"] - copy["control_accuracy"]) and 0 <= copy["accuracy"] <= 1
     # 7 criteria x 2 allocations + contribution calibrated at 256 (2 allocations), at r 0.3 and 0.7
     assert len(doc["rows"]) == 16 * 2 and doc["skipped"] == []
     first = doc["rows"][0]
@@ -37,11 +42,16 @@ def test_quick_run_writes_every_result_and_no_weights(tmp_path):
     assert {r["calib_seqlen"] for r in doc["rows"] if r["criterion"] == "contribution"} == {128, 256}
     for r in doc["rows"]:
         assert all(p > 1 for p in r["perplexity"].values()) and 0 <= r["probe"]["128"]["exact_match"] <= 1
+        assert r["mode"] == "remove" and 0 < r["cache_saving"] < 1 and set(r["copy"]) == {"32", "128"}
     text = (tmp_path / "train_130m_v1.md").read_text()
     assert "| dense | | | 0 | 0 |" in text and "| contribution | uniform | 128 | 0.3 |" in text
+    assert "copy@128 |" in text and "Incomplete" not in text
     assert (tmp_path / "train_130m_v1.png").stat().st_size > 10_000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train_130m_v1.json", "train_130m_v1.md",
                                                            "train_130m_v1.png"]
+    (tmp_path / "train_130m_v1.md").unlink()
+    assert load_script("train_130m_report").main([str(tmp_path / "train_130m_v1.json")]) == 0
+    assert (tmp_path / "train_130m_v1.md").read_text() == text  # the report redraws from the JSON alone
 
 
 def _args(**changes) -> argparse.Namespace:
@@ -93,3 +103,26 @@ def test_bpe_corpus_and_tokenizer(tmp_path):
     assert tok.identity.startswith("hf:") and 256 < tok.vocab_size <= 300
     assert corpus.tokenizer == tok.identity and corpus.tokens("test").numel() > 0
     assert (tmp_path / "tokenizer.json").is_file()
+
+
+def test_mamba2_is_scored_masked_and_every_row_is_saved_as_it_comes(tmp_path):
+    """Mamba-2's pruned models keep N (one compiled kernel shape for every layer's N'); the callback sees each
+    row as soon as it is scored, so a run killed at its limit keeps what it measured."""
+    import torch
+
+    from perfmamba.data.tokenizer import ByteTokenizer
+    from perfmamba.eval.probe import make_copy_probe, make_probe
+    from perfmamba.models import build_model
+
+    script = load_script("train_130m")
+    tokens = torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0))
+    probes = (make_probe(ByteTokenizer(), tokens, (8,), 2), make_copy_probe(tokens, (8,), 2))
+    seen = []
+    args = _args(budget_s=1e9, calib_seqlen=256, ratios=[0.5], contexts=[32])
+    model = build_model("mamba2-tiny")
+    rows, skipped = script.prune_grid(args, model, tokens, tokens[:256], probes,
+                                      on_row=lambda rows, skipped: seen.append(len(rows)))
+    assert skipped == [] and seen == list(range(1, len(rows) + 1)) and len(rows) == 6 * 2
+    assert all(r["mode"] == "mask" and "cache_saving" not in r for r in rows)
+    assert {tuple(r["d_state_after"]) for r in rows if r["allocation"] == "uniform"} == {(model.config.d_state // 2,)
+                                                                                        * model.config.n_layer}

@@ -1,5 +1,5 @@
-"""The recall probe: its examples, its scoring (against fake models that always, never or half recall) and the
-training rows that teach the skill it measures."""
+"""The recall and copy probes: their examples, their scoring (against fake models that always, never or half
+recall) and the training rows that teach recall."""
 
 import pytest
 import torch
@@ -7,6 +7,9 @@ from torch import nn
 
 from perfmamba.data.tokenizer import ByteTokenizer, HFTokenizer
 from perfmamba.eval.probe import (
+    COPY_SKIP,
+    copy_examples,
+    make_copy_probe,
     make_probe,
     recall_batch_fn,
     recall_example,
@@ -158,3 +161,33 @@ def test_recall_batches_replace_a_fraction_of_rows_by_step():
     assert 6 <= int(swapped.sum()) <= 26  # 16 expected
     assert all(b"#" in bytes(row.tolist()) for row in a[swapped])
     assert not torch.equal(fn(tokens, cfg, 8), a)
+
+
+def _random_tokens(n=6000, seed=0):
+    return torch.randint(0, 256, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+def test_a_copy_repeats_its_span_and_its_control_never_shows_it():
+    filler = _random_tokens()
+    copy, control = copy_examples(filler, 100, torch.Generator().manual_seed(0), span=32)
+    assert copy.ids.numel() == control.ids.numel() == 32 + 100 + 32 and copy.distance == 100
+    assert torch.equal(copy.ids[:32], copy.ids[-32:]) and torch.equal(copy.ids[32:], control.ids[32:])
+    assert not torch.equal(control.ids[:32], copy.ids[:32])
+    assert copy.answer_start == control.answer_start == 132 + COPY_SKIP
+
+
+def test_an_induction_head_copies_and_gains_nothing_on_the_control():
+    probe = make_copy_probe(_random_tokens(), distances=(50, 400), n=4, seed=2, span=32)
+    copies = score_probe(Copier(256), probe["copy"], batch_size=2)
+    controls = score_probe(Copier(256), probe["control"], batch_size=2)
+    assert [(s.distance, s.exact_match, s.token_accuracy) for s in copies] == [(50, 1.0, 1.0), (400, 1.0, 1.0)]
+    assert all(s.token_accuracy < 0.2 and s.value_tokens == 4 * (32 - COPY_SKIP) for s in controls)
+    again = make_copy_probe(_random_tokens(), distances=(50, 400), n=4, seed=2, span=32)
+    assert all(torch.equal(a.ids, b.ids) for d in (50, 400) for a, b in zip(probe["copy"][d], again["copy"][d]))
+
+
+def test_copy_probe_errors_name_the_bad_value():
+    with pytest.raises(ValueError, match=r"skip must be in \[0, 16\), got 16"):
+        copy_examples(_random_tokens(), 10, torch.Generator(), span=16, skip=16)
+    with pytest.raises(ValueError, match="filler has 6000 tokens, fewer than the 9000 needed"):
+        make_copy_probe(_random_tokens(), distances=(9000,), n=1)
