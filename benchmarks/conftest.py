@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from perfmamba.bench.cases import ENV_VAR, LEVELS, MODES, get_grid
-from perfmamba.bench.harness import RESULT_KIND, Recorder, worker_gpu_index
+from perfmamba.bench.harness import RESULT_KIND, Recorder, case_group, worker_gpu_index
 from perfmamba.bench.thresholds import load_thresholds
 from perfmamba.bench.workloads import ModelCache, default_device
 from perfmamba.timing import configure_process
@@ -63,6 +63,24 @@ def pytest_configure(config):
 
 def _grid(config):
     return get_grid(config.getoption("--perfmamba-grid"))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup` that keeps each preset (and dtype) on one worker by the case id itself, whatever the
+    pytest version (see `case_group`); other --dist modes are xdist's."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    grid = _grid(config)
+    presets = (*grid.presets, *grid.quality_presets)
+
+    class CaseGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return case_group(nodeid, presets)
+
+    return CaseGroupScheduling(config, log)
 
 
 def pytest_generate_tests(metafunc):

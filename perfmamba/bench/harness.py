@@ -16,8 +16,9 @@ the controller, which writes one file in pytest-benchmark's JSON layout (`benchm
 
 from __future__ import annotations
 
+import os
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -85,8 +86,9 @@ class Recorder:
         self.records.append({
             "name": name, "fullname": fullname, "group": f"{case.level}-{case.mode}", "case": case.id,
             "params": asdict(case), "stats": _stats(list(samples.seconds)),
+            # The xdist worker that ran it: a sweep spread over GPUs shows which worker (so which GPU) ran what.
             "extra_info": {"clock": samples.clock, "l2": samples.l2, "host_timed": samples.host_timed,
-                           **extra_info},
+                           "xdist_worker": os.environ.get("PYTEST_XDIST_WORKER"), **extra_info},
         })
 
     def extend(self, records: list[dict[str, Any]]) -> None:
@@ -104,3 +106,20 @@ def worker_gpu_index(worker_id: str | None, device_count: int) -> int | None:
     if not worker_id.startswith("gw") or not worker_id[2:].isdigit():
         raise ValueError(f"unexpected pytest-xdist worker id {worker_id!r}; expected 'gw<N>'")
     return int(worker_id[2:]) % device_count
+
+
+def case_group(nodeid: str, presets: Iterable[str]) -> str:
+    """The xdist group of a benchmark test: "<preset>-<dtype>" from its case id ("test_op[mamba1-130m-op-...-bf16]"),
+    so that one worker builds (and prunes) each model once; a test without a case is a group of its own.
+
+    The suite's scheduler groups by this itself: pytest >= 9.2 ignores the "@group" suffix pytest-xdist 3.8 writes
+    into node ids for `xdist_group` marks, and `--dist loadgroup` then silently spreads a group (pytest-xdist#1386)."""
+    nodeid = nodeid.split("@")[0] if nodeid.rfind("@") > nodeid.rfind("]") else nodeid
+    if not nodeid.endswith("]") or "[" not in nodeid:
+        return nodeid
+    case_id = nodeid[nodeid.index("[") + 1:-1]
+    for preset in sorted(presets, key=len, reverse=True):  # the longest first: "mamba1-130m" before "mamba1"
+        if case_id.startswith(preset + "-"):
+            return f"{preset}-{case_id.rsplit('-', 1)[1]}"
+    return nodeid
+

@@ -1,6 +1,7 @@
 """The bridge to pytest-benchmark: measure() times the rounds pytest-benchmark sees, Recorder writes its layout,
 and xdist workers pin GPUs."""
 
+import os
 import time
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 from sleepers import sleeper
 
 from perfmamba.bench.cases import Case
-from perfmamba.bench.harness import Recorder, measure, worker_gpu_index
+from perfmamba.bench.harness import Recorder, case_group, measure, worker_gpu_index
 from perfmamba.timing import Samples
 
 
@@ -48,7 +49,8 @@ def test_recorder_writes_pytest_benchmark_layout():
     bench = rec.payload()["benchmarks"][0]
     assert bench["stats"]["median"] == 0.2 and bench["stats"]["data"] == [0.1, 0.3, 0.2]
     assert bench["stats"]["rounds"] == 3 and bench["group"] == "op-prefill" and bench["case"] == case.id
-    assert bench["extra_info"] == {"clock": "perf_counter", "l2": "none", "host_timed": False, "speedup": 1.3}
+    assert bench["extra_info"] == {"clock": "perf_counter", "l2": "none", "host_timed": False, "speedup": 1.3,
+                                   "xdist_worker": os.environ.get("PYTEST_XDIST_WORKER")}
     assert bench["params"]["ratio"] == 0.5
 
 
@@ -69,3 +71,17 @@ def test_cases_name_the_gpu_they_run_on(monkeypatch):
     assert harness.gpu_fields(torch.device("cpu")) == {}
     monkeypatch.setattr(harness, "gpu_identity", lambda i: {"gpu": "H200", "gpu_index": i, "gpu_uuid": f"GPU-{i}"})
     assert harness.gpu_fields(torch.device("cuda", 1)) == {"gpu_uuid": "GPU-1", "gpu_index": 1}
+
+
+@pytest.mark.parametrize("nodeid, group", [
+    ("benchmarks/test_bench_op.py::test_op[mamba1-130m-op-prefill-L2048-b4-r0.5-contribution-bf16]",
+     "mamba1-130m-bf16"),
+    ("benchmarks/test_bench_model.py::test_model[mamba1-1.4b-model-decode-L512-b64-r0-none-bf16]", "mamba1-1.4b-bf16"),
+    # xdist's own suffix (pytest < 9.2) is dropped, not taken for the group
+    ("benchmarks/test_bench_op.py::test_op[mamba2-tiny-op-decode-L64-b64-r0-none-fp32]@mamba2-tiny-fp32",
+     "mamba2-tiny-fp32"),
+    ("benchmarks/test_bench_op.py::test_other", "benchmarks/test_bench_op.py::test_other"),
+    ("benchmarks/test_x.py::test_x[unknown-preset-fp32]", "benchmarks/test_x.py::test_x[unknown-preset-fp32]"),
+])
+def test_a_case_is_grouped_by_its_preset_and_dtype(nodeid, group):
+    assert case_group(nodeid, ["mamba1", "mamba1-130m", "mamba1-1.4b", "mamba2-tiny"]) == group
