@@ -31,6 +31,9 @@ TARGET_TILE = 8192
 # thread has in flight, not by bytes; at 128 this tile ran 21 us where the first default ([64, 16], 4 warps) ran
 # 67 us and mamba-ssm's kernel 36 us, and it stayed within 8% of the best tile at every N' from 16 to 128.
 STRIP_ELEMENTS, STRIP_WARPS = 1024, 2
+# Above 64 columns, one strip of 128 over 16 rows (32 elements per thread, 2 warps): 3-8% faster than two strips
+# of 64 at N' = 128, 116 and 88, both Mamba-2 shapes (session 10's sweep; 96 and 65-87 not timed with it).
+WIDE_TILE = (16, 128, 2)
 
 
 def _interpreting() -> bool:
@@ -98,10 +101,14 @@ def _next_pow2(n: int) -> int:
 
 def default_config(dim: int, dstate: int) -> tuple[int, int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps, LAG) for a state of `dim` rows of `dstate` columns per head. LAG = 1 (the next
-    strip's loads issued before this strip's store) is an option the sweeps time; no default uses it yet."""
+    strip's loads issued before this strip's store) stays an option for sweeps: on the H200 it was 2.5-3.3x slower
+    wherever the last strip is partial."""
     if dstate <= 16:
         block_n = _next_pow2(dstate)
         return min(_next_pow2(dim), max(16, min(128, _next_pow2(TARGET_TILE // block_n)))), block_n, 4, 0
+    if dstate > 64:
+        rows, block_n, warps = WIDE_TILE
+        return min(_next_pow2(dim), rows), block_n, warps, 0
     block_n = 64 if dstate > 48 else 32
     return min(_next_pow2(dim), STRIP_ELEMENTS // block_n), block_n, STRIP_WARPS, 0
 

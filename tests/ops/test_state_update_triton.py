@@ -179,10 +179,12 @@ def test_cpu_tests_in_a_fresh_process():
 
 
 def test_default_config_follows_dstate():
-    """Strips of at most 64 columns whatever N' (no next_power_of_2(N') tile, so N' = 116 is 64 + a masked 52),
-    16 elements per thread, no more rows than the head has, and LAG 0 until the GPU sweeps time LAG 1."""
-    assert state_update_triton.default_config(64, 116) == (16, 64, 2, 0)
-    assert state_update_triton.default_config(64, 128) == (16, 64, 2, 0)
+    """One strip of 128 columns above N' = 64 (the H200 sweep's fastest there), strips of 64 or 32 below, no more
+    rows than the head has, and LAG 0 (LAG 1 lost the session-10 sweep)."""
+    assert state_update_triton.default_config(64, 116) == (16, 128, 2, 0)
+    assert state_update_triton.default_config(64, 128) == (16, 128, 2, 0)
+    assert state_update_triton.default_config(64, 88) == (16, 128, 2, 0)
+    assert state_update_triton.default_config(64, 64) == (16, 64, 2, 0)
     assert state_update_triton.default_config(64, 36) == (32, 32, 2, 0)
     assert state_update_triton.default_config(64, 12) == (64, 16, 4, 0)
     assert state_update_triton.default_config(64, 3)[1] == 4
