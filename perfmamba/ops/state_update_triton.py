@@ -31,7 +31,7 @@ TARGET_TILE = 8192
 # thread has in flight, not by bytes; at 128 this tile ran 21 us where the first default ([64, 16], 4 warps) ran
 # 67 us and mamba-ssm's kernel 36 us, and it stayed within 8% of the best tile at every N' from 16 to 128.
 STRIP_ELEMENTS, STRIP_WARPS = 1024, 2
-# Above 64 columns, one strip of 128 over 16 rows (32 elements per thread, 2 warps): 3-8% faster than two strips
+# Above 64 columns, one strip of 128 over 16 rows (32 elements per thread, 2 warps): 3-9% faster than two strips
 # of 64 at N' = 128, 116 and 88, both Mamba-2 shapes (session 10's sweep; 96 and 65-87 not timed with it).
 WIDE_TILE = (16, 128, 2)
 
