@@ -155,7 +155,8 @@ def record(request, benchmark):
     def add(result):
         benchmark.extra_info.update(result.extra_info)
         # xdist's --dist loadgroup appends "@<group>" to node ids; the gate matches runs by the plain id
-        nodeid = request.node.nodeid.split("@")[0]
+        nodeid = request.node.nodeid
+        nodeid = nodeid[:nodeid.rfind("@")] if nodeid.rfind("@") > nodeid.rfind("]") else nodeid
         recorder.add(request.node.name, nodeid, result.case, result.samples, result.extra_info)
 
     return add

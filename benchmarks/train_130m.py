@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import shutil
 import sys
 import tempfile
@@ -89,7 +90,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS))
     p.add_argument("--contexts", type=int, nargs="+", default=None, help="default 256 2048 8192")
     p.add_argument("--distances", type=int, nargs="+", default=None, help="probe distances, default 256 2048 8192")
-    p.add_argument("--probe-n", type=int, default=None, help="probe examples per distance (default 32)")
+    p.add_argument("--probe-n", type=int, default=None, help="recall examples per distance (default 32)")
+    p.add_argument("--copy-n", type=int, default=None, help="copy examples per distance (default 16; each is "
+                   "scored with its control, so it costs two)")
     p.add_argument("--eval-tokens", type=int, default=None, help="test tokens scored per context (default 131072)")
     p.add_argument("--calib-seqlen", type=int, default=None, help="calibration window (default 2048)")
     p.add_argument("--calib-tokens", type=int, default=None, help="calibration tokens (default 32768)")
@@ -104,6 +107,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                     max_bytes=(1 << 20) if quick else (96 << 20) if args.tokenizer == "byte" else (64 << 20),
                     contexts=[64, 256] if quick else [256, 2048, 8192],
                     distances=[32, 128] if quick else [256, 2048, 8192], probe_n=4 if quick else 32,
+                    copy_n=4 if quick else 16,
                     eval_tokens=2048 if quick else 131072, calib_seqlen=128 if quick else 2048,
                     calib_tokens=1024 if quick else 32768, budget_s=120.0 if quick else 540.0)
     for name, value in defaults.items():
@@ -166,10 +170,9 @@ def recipe(args, vocab: int) -> tuple[TrainConfig, object]:
 
 
 def time_step(cfg: TrainConfig, model_config, tokens: torch.Tensor, batch_fn, device, steps: int) -> float:
-    """Seconds per training step, measured as the trainer runs one (after warm-up steps, which also compile and
-    autotune the kernels for the run); the model is thrown away."""
-    import torch.nn.functional as F
-
+    """Seconds per training step: the trainer's own step (`perfmamba.eval.train.train_step`), synchronised, median
+    of `steps` after two warm-up steps (which also compile and autotune the kernels); the model is thrown away."""
+    from perfmamba.eval.train import train_step
     from perfmamba.models import build_model
 
     model = build_model(model_config, device=device, seed=cfg.seed)
@@ -177,14 +180,9 @@ def time_step(cfg: TrainConfig, model_config, tokens: torch.Tensor, batch_fn, de
     times = []
     for step in range(2 + steps):
         t0 = time.perf_counter()
-        batch = batch_fn(tokens, cfg, step)
-        with autocast(device):
-            logits = model(batch[:, :-1])
-        loss = F.cross_entropy(logits[..., :model_config.vocab_size].float().flatten(0, 1), batch[:, 1:].flatten())
-        loss.item()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, opt, batch_fn(tokens, cfg, step), cfg, 1e-9, autocast(device), step=step)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
     del model, opt
     gc.collect()
@@ -197,7 +195,10 @@ def scores(model, test: torch.Tensor, probes: tuple, args) -> dict:
     """Test perplexity per context, the recall probe and the copy probe per distance, in bf16 on CUDA."""
     recall, copy = probes
     out = {"perplexity": {}, "probe": {}, "copy": {}}
-    batch = lambda d: max(1, TOKENS_PER_BATCH // (d + 160))  # noqa: E731 (room for the span / pair)
+
+    def batch(distance: int) -> int:  # windows of distance + the pair or the span on either side
+        return max(1, TOKENS_PER_BATCH // (distance + 160))
+
     with autocast(args.device):
         for ctx in args.contexts:
             r = perplexity(model, test, seq_len=ctx, batch_size=max(1, TOKENS_PER_BATCH // ctx), progress=False)
@@ -212,23 +213,36 @@ def scores(model, test: torch.Tensor, probes: tuple, args) -> dict:
     return out
 
 
+def held_out_tokens(small, trained_on) -> tuple[list[str], torch.Tensor]:
+    """The validation files of corpus `small` whose bytes corpus `trained_on` did not train on, and their tokens.
+    By content, not by name: the local corpus names the stdlib's files "stdlib/<path>", splits them anew, and
+    keeps one copy of files that recur (a site-packages copy of a stdlib file may be the one it trained on)."""
+    if len(small.segments) != len(small.files):
+        raise ValueError(f"{small.id} is split by position, not by file: it has no held-out files")
+    trained = {hashlib.sha256(text).digest() for text in trained_on.texts("train")}
+    names, pieces = [], []
+    for name, (split, start, n) in zip(small.files, small.segments):
+        piece = small.val[start:start + n]
+        if split == "val" and n and hashlib.sha256(piece.to(torch.uint8).numpy().tobytes()).digest() not in trained:
+            names.append(name)
+            pieces.append(piece)
+    return names, torch.cat(pieces) if pieces else torch.empty(0, dtype=torch.long)
+
+
 def small_model_reference(model, corpus, args) -> dict:
     """Perplexity on the stdlib validation files that this run did not train on either, in the small models'
-    windows: the like-for-like comparison with their published validation perplexity (bytes only)."""
+    windows: the same source and windows as their published validation perplexity, on a subset of its files
+    (bytes only)."""
     if args.tokenizer != "byte":
         return {"skipped": "the small models are byte-level; this run's tokenizer is " + args.tokenizer}
     small = load_corpus(SMALL_CORPUS, None, max_bytes=(1 << 20) if args.quick else SMALL_MAX_BYTES)
-    trained = set(corpus.files) - set(corpus.val_files) - set(corpus.test_files)
-    val = [seg for seg in small.segments if seg[0] == "val"]
-    held = [i for i, name in enumerate(small.val_files) if not {name, f"stdlib/{name}"} & trained]
-    if not held:
+    names, tokens = held_out_tokens(small, corpus)
+    if tokens.numel() < 2:
         return {"skipped": f"this run trained on every validation file of {small.id}"}
-    tokens = torch.cat([small.val[val[i][1]:val[i][1] + val[i][2]] for i in held])
     with autocast(args.device):
         r = perplexity(model, tokens, seq_len=SMALL_SEQ_LEN, batch_size=64, progress=False)
-    return {"corpus": small.id, "files": [small.val_files[i] for i in held], "of_val_files": len(small.val_files),
-            "tokens": int(tokens.numel()), "seq_len": SMALL_SEQ_LEN, "perplexity": r.perplexity,
-            "bits_per_token": r.bits_per_token}
+    return {"corpus": small.id, "files": names, "of_val_files": len(small.val_files), "tokens": int(tokens.numel()),
+            "seq_len": SMALL_SEQ_LEN, "perplexity": r.perplexity, "bits_per_token": r.bits_per_token}
 
 
 def grid(args, version: int) -> list[tuple[int, str, str]]:
@@ -269,6 +283,7 @@ def prune_grid(args, model, train_tokens, test, probes, on_row=lambda rows, skip
                                               batch_size=max(1, args.calib_tokens // calib_len))
             except ValueError as e:  # a ratio no layer can meet (too few states): recorded, not fatal
                 rows.append({**cell, "error": str(e)})
+                on_row(rows, skipped)
                 continue
             row = {**cell, "achieved_ratio": report.achieved_ratio, "d_state_after": report.d_state_after,
                    "mode": report.mode, "calibration": report.calibration,
@@ -321,15 +336,15 @@ def run(args, scratch: Path) -> int:
     training = read_json(model_dir / LOG_FILE, kind=LOG_KIND)
     training.pop("environment", None)
     training["val_perplexity"] = training["validation"]["perplexity"]
-    log(f"trained: loss {training['losses'][-1]:.4f}, val perplexity {training['val_perplexity']:.3f}, "
+    log(f"trained: {training['steps_done']} of {cfg.steps} steps"
+        + (" (stopped by the time cap: the schedule did not finish)" if training.get("stopped_by_time") else "")
+        + f", loss {training['losses'][-1]:.4f}, val perplexity {training['val_perplexity']:.3f}, "
         f"{training['tokens_per_s']:,.0f} tokens/s")
     model = load_model(model_dir, device=args.device)
     test, held_out = corpus.tokens("test")[: args.eval_tokens], corpus.tokens("test")
     probes = (make_probe(tok, held_out, args.distances, args.probe_n, seed=args.seed),
-              make_copy_probe(held_out, args.distances, args.probe_n, seed=args.seed))
+              make_copy_probe(held_out, args.distances, args.copy_n, seed=args.seed))
     dense = scores(model, test, probes, args)
-    training["small_model_reference"] = small_model_reference(model, corpus, args)
-    log(f"on the small models' held-out stdlib files: {training['small_model_reference']}")
     log(f"dense: ppl {dense['perplexity']}, recall {[v['exact_match'] for v in dense['probe'].values()]}, copy "
         f"{[round(v['accuracy'], 3) for v in dense['copy'].values()]} (control "
         f"{[round(v['control_accuracy'], 3) for v in dense['copy'].values()]})")
@@ -348,6 +363,9 @@ def run(args, scratch: Path) -> int:
         write_json(stem.with_suffix(".json"), doc, kind=KIND)
         atomic_write_text(stem.with_suffix(".md"), markdown(doc))
 
+    save([], [])  # the training and dense scores are kept, whatever happens next
+    training["small_model_reference"] = small_model_reference(model, corpus, args)
+    log(f"on the small models' held-out stdlib files: {training['small_model_reference']}")
     save([], [])
     rows, skipped = prune_grid(args, model, corpus.train, test, probes, on_row=save)
     doc["complete"] = True

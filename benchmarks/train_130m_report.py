@@ -14,8 +14,6 @@ if __package__ in (None, ""):  # run as a script from a checkout: import the per
 from perfmamba.results import atomic_write_text, read_json  # noqa: E402
 
 KIND = "train_130m"
-# Plot colours in this order; the grid's own priority order lives in train_130m.py.
-CRITERIA = ("contribution", "delta", "gramian", "energy", "weight", "A", "random")
 
 
 def markdown(doc: dict) -> str:
@@ -23,15 +21,18 @@ def markdown(doc: dict) -> str:
     distances = [str(d) for d in doc["config"]["distances"]]
     copies = distances if "copy" in dense else []  # runs before session 10 had no copy probe
     t = doc["training"]
+    planned = doc.get("train_config", {}).get("steps", t["steps_done"])
+    steps = f"{t['steps_done']} steps" + (f" of {planned} planned (stopped by the time cap: the learning-rate "
+                                           "schedule did not finish)" if t.get("stopped_by_time") else "")
     lines = [f"# Mamba-{doc['version']} 130m shape, {doc['tokenizer']['identity']}, seed {doc['seed']}", "",
-             f"Corpus {doc['corpus']['id']}; {t['steps_done']} steps, {t['tokens_seen']:,} tokens in "
+             f"Corpus {doc['corpus']['id']}; {steps}, {t['tokens_seen']:,} tokens in "
              f"{t['train_time_s']:.0f} s ({t['tokens_per_s']:,.0f} tokens/s); final loss {t['losses'][-1]:.3f}, "
              f"validation perplexity {t['val_perplexity']:.3f}; recall rows {doc['config']['recall_fraction']:g}."
              + (f" On the {len(ref['files'])} stdlib validation files it also held out ({ref['tokens']:,} bytes, "
                 f"windows of {ref['seq_len']}): perplexity {ref['perplexity']:.3f}."
                 if "perplexity" in (ref := t.get("small_model_reference", {})) else ""),
-             "", "Test perplexity by context (change vs dense), recall exact match and copy token accuracy by distance"
-             + (" (dense control, the span never shown: "
+             "", "Test perplexity by context (change vs dense) and recall exact match by distance"
+             + (", copy token accuracy by distance (dense control, the span not shown before: "
                 + ", ".join(f"{dense['copy'][d]['control_accuracy']:.3f} at {d}" for d in copies) + ")."
                 if copies else "."),
              *(["", "**Incomplete**: the run stopped before its grid did; these are the rows it finished."]
@@ -65,14 +66,16 @@ def markdown(doc: dict) -> str:
 
 def plot(doc: dict, path: Path) -> None:
     """Perplexity change vs dense against r, one panel per context: a colour per criterion, a line style per
-    allocation (dotted: calibrated at a window other than the run's --calib-seqlen)."""
+    allocation (dotted / dash-dotted: uniform / global calibrated at a window other than the run's --calib-seqlen)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     contexts, long = doc["config"]["contexts"], doc["config"]["calib_seqlen"]
-    colours = {c: plt.get_cmap("tab10")(i) for i, c in enumerate(CRITERIA)}
+    criteria = list(dict.fromkeys(r["criterion"] for r in doc["rows"]))  # the grid's priority order
+    colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(criteria)}
+    styles = {("uniform", True): "-", ("global", True): "--", ("uniform", False): ":", ("global", False): "-."}
     fig, axes = plt.subplots(1, len(contexts), figsize=(4 * len(contexts) + 2.5, 3.6), squeeze=False, sharey=True)
     for ax, ctx in zip(axes[0], contexts):
         base, series = doc["dense"]["perplexity"][str(ctx)], {}
@@ -82,8 +85,8 @@ def plot(doc: dict, path: Path) -> None:
                 series.setdefault(key, []).append((r["ratio"], 100 * (r["perplexity"][str(ctx)] / base - 1)))
         for (criterion, allocation, calib), points in sorted(series.items()):
             xs, ys = zip(*sorted(points))
-            style = ":" if calib != long else "-" if allocation == "uniform" else "--"
-            ax.plot(xs, ys, style, marker="o", markersize=3, color=colours.get(criterion, "grey"),
+            ax.plot(xs, ys, styles.get((allocation, calib == long), "-"), marker="o", markersize=3,
+                    color=colours[criterion],
                     label=f"{criterion}/{allocation}" + (f" calib {calib}" if calib != long else ""))
         ax.set(title=f"context {ctx}", xlabel="r (fraction of states removed)", yscale="symlog")
         ax.grid(alpha=0.3)

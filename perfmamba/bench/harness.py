@@ -110,16 +110,17 @@ def worker_gpu_index(worker_id: str | None, device_count: int) -> int | None:
 
 def case_group(nodeid: str, presets: Iterable[str]) -> str:
     """The xdist group of a benchmark test: "<preset>-<dtype>" from its case id ("test_op[mamba1-130m-op-...-bf16]"),
-    so that one worker builds (and prunes) each model once; a test without a case is a group of its own.
+    so that one worker builds (and prunes) each model once; a test without a case keeps the `xdist_group` xdist
+    named it by, or is a group of its own.
 
     The suite's scheduler groups by this itself: pytest >= 9.2 ignores the "@group" suffix pytest-xdist 3.8 writes
     into node ids for `xdist_group` marks, and `--dist loadgroup` then silently spreads a group (pytest-xdist#1386)."""
-    nodeid = nodeid.split("@")[0] if nodeid.rfind("@") > nodeid.rfind("]") else nodeid
-    if not nodeid.endswith("]") or "[" not in nodeid:
-        return nodeid
-    case_id = nodeid[nodeid.index("[") + 1:-1]
-    for preset in sorted(presets, key=len, reverse=True):  # the longest first: "mamba1-130m" before "mamba1"
-        if case_id.startswith(preset + "-"):
-            return f"{preset}-{case_id.rsplit('-', 1)[1]}"
-    return nodeid
-
+    at = nodeid.rfind("@")
+    suffix = at > nodeid.rfind("]")  # xdist's own "@group" (pytest < 9.2), after the parameters' brackets
+    plain = nodeid[:at] if suffix else nodeid
+    if plain.endswith("]") and "[" in plain:
+        case_id = plain[plain.index("[") + 1:-1]
+        for preset in sorted(presets, key=len, reverse=True):  # the longest first: "mamba1-130m" before "mamba1"
+            if case_id.startswith(preset + "-"):
+                return f"{preset}-{case_id.rsplit('-', 1)[1]}"
+    return nodeid[at + 1:] if suffix else plain  # not a case: its own xdist_group, else a group of its own

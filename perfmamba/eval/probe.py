@@ -23,7 +23,9 @@ the train split; the probe's filler is the held-out split).
 The copy probe needs no trained skill beyond language modelling: a span of held-out text, `distance` tokens of
 other text, then the same span again; scored on the repeat's tokens after its first `COPY_SKIP` (which say which
 span it is). Its control is the same row with the first occurrence replaced by other text: the same span at the
-same position, never seen before. Accuracy on the copy minus the control's is what memory of the span adds.
+same position, not shown before (the pieces are drawn independently from held-out text, so a chance overlap is
+possible, and rare in a corpus of millions of tokens). Accuracy on the copy minus the control's is what memory
+of the span adds.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ DISTANCES = (256, 2048, 8192)
 
 @dataclass(frozen=True)
 class RecallExample:
-    """One probe: `ids` (the pair, the filler, the query and the value), the value at ids[answer_start:]."""
+    """One probe row: `ids`, scored at ids[answer_start:] (recall: the pair, the filler, the query and the value;
+    copy: the span, the filler and the span again, scored after its first tokens)."""
 
     ids: Tensor
     answer_start: int

@@ -173,6 +173,25 @@ def train(
                 if steps else f"interrupted before the first step finished; nothing saved in {out}") from e
 
 
+def train_step(model, optimizer, batch: Tensor, config: TrainConfig, lr: float, autocast, *, step: int = 0) -> float:
+    """One optimizer step on `batch` (rows of seq_len + 1 tokens) at learning rate `lr`; returns the loss. Raises
+    RuntimeError on a non-finite loss, before the update (the weights stay those of `step`)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast:
+        logits = model(batch[:, :-1])
+    vocab = model.config.vocab_size
+    loss = F.cross_entropy(logits[..., :vocab].float().flatten(0, 1), batch[:, 1:].flatten())
+    value = loss.detach().item()
+    if not math.isfinite(value):
+        raise RuntimeError(f"training diverged at step {step}: loss {value}; try a lower lr than {config.lr}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    return value
+
+
 def _saved_steps(out: Path) -> int:
     """Steps saved in `out`, from the log written beside each state file (reading the state itself would load
     the model and the optimizer to count)."""
@@ -245,22 +264,9 @@ def _train(config, out: Path, device, corpus, progress, on_step, extras: _Extras
         with _interrupts_between_steps() as stop_if_interrupted:
             while done < config.steps:
                 t0 = time.perf_counter()
-                batch = extras.batch_fn(train_tokens, config, done)
                 lr = learning_rate(config, done)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                with autocast:
-                    logits = model(batch[:, :-1])
-                loss = F.cross_entropy(logits[..., :vocab].float().flatten(0, 1), batch[:, 1:].flatten())
-                value = loss.detach().item()
-                if not math.isfinite(value):  # before the update: the saved weights stay those of step `done`
-                    raise RuntimeError(
-                        f"training diverged at step {done}: loss {value}; try a lower lr than {config.lr}"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
+                value = train_step(model, optimizer, extras.batch_fn(train_tokens, config, done), config, lr,
+                                   autocast, step=done)
                 done += 1
                 losses.append(value)
                 elapsed += time.perf_counter() - t0

@@ -81,6 +81,8 @@ def test_cases_name_the_gpu_they_run_on(monkeypatch):
     ("benchmarks/test_bench_op.py::test_op[mamba2-tiny-op-decode-L64-b64-r0-none-fp32]@mamba2-tiny-fp32",
      "mamba2-tiny-fp32"),
     ("benchmarks/test_bench_op.py::test_other", "benchmarks/test_bench_op.py::test_other"),
+    ("benchmarks/test_bench_op.py::test_other@mine", "mine"),  # not a case: xdist's group stands
+    ("benchmarks/test_x.py::test_x[a@b]", "benchmarks/test_x.py::test_x[a@b]"),  # an '@' inside the parameters
     ("benchmarks/test_x.py::test_x[unknown-preset-fp32]", "benchmarks/test_x.py::test_x[unknown-preset-fp32]"),
 ])
 def test_a_case_is_grouped_by_its_preset_and_dtype(nodeid, group):

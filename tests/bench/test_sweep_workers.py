@@ -1,6 +1,8 @@
 """The sweep as the README runs it across a host's GPUs (`pytest benchmarks -n N --dist loadgroup
 --perfmamba-json`), on the CPU with two workers: every case runs once and none is lost, a preset's cases stay on
-one worker, each record names its worker, and the merged file reads in `perfmamba compare`."""
+one worker, each record names its worker, and the merged file reads in `perfmamba compare`. Dense cases only:
+pruned ones assert speedups, which two workers on a shared 2-core runner cannot promise, and this is about
+scheduling."""
 
 import json
 import os
@@ -24,12 +26,13 @@ def pytest_in_repo(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_two_workers_run_every_case_once_and_the_merge_reads_in_compare(tmp_path):
-    collected = pytest_in_repo("--collect-only")
+    collected = pytest_in_repo("--collect-only", "-m", "not pruned")
     assert collected.returncode == 0, collected.stdout[-2000:]
     expected = sorted(line for line in collected.stdout.splitlines() if "::" in line)
 
     out = tmp_path / "sweep.json"
-    run = pytest_in_repo("-n", "2", "--dist", "loadgroup", "--perfmamba-rounds", "3", "--perfmamba-json", str(out))
+    run = pytest_in_repo("-m", "not pruned", "-n", "2", "--dist", "loadgroup", "--perfmamba-rounds", "3",
+                         "--perfmamba-json", str(out))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     records = json.loads(out.read_text())["benchmarks"]
     names = [r["fullname"] for r in records]
@@ -42,7 +45,9 @@ def test_two_workers_run_every_case_once_and_the_merge_reads_in_compare(tmp_path
     assert all(len(w) == 1 for w in workers.values()), f"a preset's cases were split over workers: {workers}"
     assert set().union(*workers.values()) == {"gw0", "gw1"}  # two presets, two groups: one per worker
 
-    compare = subprocess.run([sys.executable, "-m", "perfmamba", "compare", str(out), str(out)], cwd=REPO,
-                             capture_output=True, text=True, timeout=120)
+    report = tmp_path / "compare.json"
+    compare = subprocess.run([sys.executable, "-m", "perfmamba", "compare", str(out), str(out), "--json", str(report)],
+                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert compare.returncode == 0, compare.stdout[-2000:] + compare.stderr[-2000:]
-    assert f"{len(records)} benchmark" in compare.stdout or str(len(records)) in compare.stdout
+    compared = json.loads(report.read_text())
+    assert len(compared["rows"]) == len(records) == len(expected) >= 4 and not compared["missing"]
