@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from perfmamba.bench.cases import ENV_VAR, LEVELS, MODES, get_grid
-from perfmamba.bench.harness import RESULT_KIND, Recorder, case_group, worker_gpu_index
+from perfmamba.bench.harness import RESULT_KIND, Recorder, case_group, split_xdist_group, worker_gpu_index
 from perfmamba.bench.thresholds import load_thresholds
 from perfmamba.bench.workloads import ModelCache, default_device
 from perfmamba.timing import configure_process
@@ -155,9 +155,8 @@ def record(request, benchmark):
     def add(result):
         benchmark.extra_info.update(result.extra_info)
         # xdist's --dist loadgroup appends "@<group>" to node ids; the gate matches runs by the plain id
-        nodeid = request.node.nodeid
-        nodeid = nodeid[:nodeid.rfind("@")] if nodeid.rfind("@") > nodeid.rfind("]") else nodeid
-        recorder.add(request.node.name, nodeid, result.case, result.samples, result.extra_info)
+        recorder.add(request.node.name, split_xdist_group(request.node.nodeid)[0], result.case, result.samples,
+                     result.extra_info)
 
     return add
 

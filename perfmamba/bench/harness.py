@@ -115,12 +115,17 @@ def case_group(nodeid: str, presets: Iterable[str]) -> str:
 
     The suite's scheduler groups by this itself: pytest >= 9.2 ignores the "@group" suffix pytest-xdist 3.8 writes
     into node ids for `xdist_group` marks, and `--dist loadgroup` then silently spreads a group (pytest-xdist#1386)."""
-    at = nodeid.rfind("@")
-    suffix = at > nodeid.rfind("]")  # xdist's own "@group" (pytest < 9.2), after the parameters' brackets
-    plain = nodeid[:at] if suffix else nodeid
+    plain, group = split_xdist_group(nodeid)
     if plain.endswith("]") and "[" in plain:
         case_id = plain[plain.index("[") + 1:-1]
         for preset in sorted(presets, key=len, reverse=True):  # the longest first: "mamba1-130m" before "mamba1"
             if case_id.startswith(preset + "-"):
                 return f"{preset}-{case_id.rsplit('-', 1)[1]}"
-    return nodeid[at + 1:] if suffix else plain  # not a case: its own xdist_group, else a group of its own
+    return group or plain  # not a case: its own xdist_group, else a group of its own
+
+
+def split_xdist_group(nodeid: str) -> tuple[str, str | None]:
+    """(the node id, its xdist "@group" suffix or None): pytest-xdist's `--dist loadgroup` appends the group after
+    the parameters' brackets (where pytest < 9.2 lets it); an "@" inside them is a parameter's."""
+    at = nodeid.rfind("@")
+    return (nodeid[:at], nodeid[at + 1:]) if at > nodeid.rfind("]") else (nodeid, None)

@@ -41,10 +41,10 @@ from perfmamba.checks import check_at_least, check_in_range
 from perfmamba.data.tokenizer import Tokenizer
 
 KEY_CHARS = string.ascii_lowercase
-COPY_SPAN = 64  # tokens in a copied span
-COPY_SKIP = 8  # the repeat's first tokens, not scored: until they are read, nothing says which span comes
 VALUE_CHARS = string.ascii_uppercase + string.digits
 DISTANCES = (256, 2048, 8192)
+COPY_SPAN = 64  # tokens in a copied span
+COPY_SKIP = 8  # the repeat's first tokens, not scored: until they are read, nothing says which span comes
 
 
 @dataclass(frozen=True)

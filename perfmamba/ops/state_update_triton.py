@@ -101,7 +101,7 @@ def _next_pow2(n: int) -> int:
 
 def default_config(dim: int, dstate: int) -> tuple[int, int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps, LAG) for a state of `dim` rows of `dstate` columns per head. LAG = 1 (the next
-    strip's loads issued before this strip's store) stays an option for sweeps: on the H200 it was 2.5-3.3x slower
+    strip's loads issued before this strip's store) stays an option for sweeps: on the H200 it was 2.5-3.2x slower
     wherever the last strip is partial."""
     if dstate <= 16:
         block_n = _next_pow2(dstate)
