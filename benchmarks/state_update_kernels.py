@@ -193,11 +193,13 @@ def config_section(args, device) -> list[dict]:
     rows = []
     for shape, (h, p), n in ((s, hp, n) for s, hp in args.mamba2_shapes.items() for n in args.config_dstates):
         fns = {}
-        for config in args.configs:  # (BLOCK_M, BLOCK_N, warps[, LAG[, row multiple]])
+        for config in args.configs:  # (BLOCK_M, BLOCK_N, warps[, LAG[, row multiple[, SPLIT_TAIL]]])
             a, kw = decode_inputs(args.batch, h, p, n, device, args.dtype)
             a = (padded_rows(a[0], config[4]) if len(config) > 4 else a[0], *a[1:])
+            kernel_config = config[:4] + config[5:]
             fns[",".join(map(str, config))] = (
-                lambda a=a, kw=kw, c=config[:4]: state_update_triton.selective_state_update_triton(*a, **kw, config=c))
+                lambda a=a, kw=kw, c=kernel_config: state_update_triton.selective_state_update_triton(
+                    *a, **kw, config=c))
         a, kw = decode_inputs(args.batch, h, p, n, device, args.dtype)
         baseline = ops.resolve("selective_state_update", args.baseline, a[1])[1]
         fns[args.baseline] = lambda fn=baseline, a=a, kw=kw: fn(*a, **kw)  # timed beside them, never "best"
@@ -271,14 +273,21 @@ def chain_section(args, device) -> list[dict]:
 def register_probe_backends(args) -> None:
     """Backends for this script only: ours at each probe config, and "skip" (no state update: y left unwritten)."""
     for config in args.probe_configs:
-        ops.register("selective_state_update", probe_name(config),
-                     functools.partial(state_update_triton.selective_state_update_triton, config=config),
+        fn = (split_tail_default if config == "split"
+              else functools.partial(state_update_triton.selective_state_update_triton, config=config))
+        ops.register("selective_state_update", probe_name(config), fn,
                      availability=state_update_triton.unavailable_reason)
     ops.register("selective_state_update", "skip", lambda state, x, *a, **kw: torch.empty_like(x))
 
 
+def split_tail_default(state, *args, **kwargs):
+    """Our kernel at its default tile for each call's shape, with SPLIT_TAIL = 1."""
+    config = (*state_update_triton.default_config(state.shape[-2], state.shape[-1])[:4], 1)
+    return state_update_triton.selective_state_update_triton(state, *args, **kwargs, config=config)
+
+
 def probe_name(config) -> str:
-    return "triton[" + ",".join(map(str, config)) + "]"
+    return "triton[" + (config if isinstance(config, str) else ",".join(map(str, config))) + "]"
 
 
 def pruned_variants(args, preset: str, device) -> dict:
@@ -407,12 +416,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset to run")
     p.add_argument("--configs", dest="configs_arg", default=None,
-                   help="configs section: 'BLOCK_M,BLOCK_N,warps[,LAG[,ROWS]];...', LAG 1 issuing the next strip's "
-                        "loads before this strip's store, ROWS padding the state's rows to a multiple of ROWS "
-                        "elements (default: " + ";".join(
+                   help="configs section: 'BLOCK_M,BLOCK_N,warps[,LAG[,ROWS[,SPLIT]]];...', LAG 1 issuing the next "
+                        "strip's loads before this strip's store, ROWS padding the state's rows to a multiple of ROWS "
+                        "elements, SPLIT 1 the columns past the last whole strip as unmasked power-of-two pieces "
+                        "(default: " + ";".join(
                        ",".join(map(str, c)) for c in CONFIGS) + ")")
     p.add_argument("--config-dstates", dest="config_dstates_arg", default=None,
                    help="configs section: comma-separated N' (default 128,116,88)")
+    p.add_argument("--probe-configs", dest="probe_configs_arg", default=None,
+                   help="model section: our kernel also at these 'BLOCK_M,BLOCK_N,warps[,LAG[,SPLIT]];...' in every "
+                        "layer, or 'split' for the default tile with SPLIT 1 (default: none)")
     args = p.parse_args(argv)
     args.device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     args.dtype, args.batch, args.chunk_size, args.warmup = torch.bfloat16, 64, 256, 2
@@ -428,9 +441,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             raise SystemExit("--quick is the CPU smoke run; hide the GPU (CUDA_VISIBLE_DEVICES=) to run it")
         args.rounds, args.dtype, args.batch, args.chunk_size, args.warmup = 1, torch.float32, 2, 16, 0
         args.mamba2_shapes, args.dstates, args.mamba1_dim, args.mamba1_dstates = {"tiny": (2, 8)}, (24, 13), 16, (5,)
-        args.configs, args.config_dstates = ((16, 16, 4), (4, 8, 1), (4, 8, 1, 1), (4, 8, 1, 1, 8)), (13,)
+        args.configs, args.config_dstates = ((16, 16, 4), (4, 8, 1), (4, 8, 1, 1), (4, 8, 1, 1, 8), (4, 8, 1, 0, 8, 1)), (13,)
         args.presets, args.uniform, args.calib_rows, args.calib_len = ("mamba2-tiny",), (20,), 2, 32
-        args.probe_dstates, args.probe_configs, args.layers = (24, 13), ((8, 32, 1),), {"tiny": 2}
+        args.probe_dstates, args.probe_configs, args.layers = (24, 13), ((8, 32, 1), "split"), {"tiny": 2}
         args.ssd_dstates, args.ssd_batch, args.ssd_len = (24, 16), 1, 64
         args.baseline, args.ssd_baseline = "reference", "reference"
         args.ssd_padded = "reference_padded"
@@ -438,10 +451,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         autoselect.register_fastest("selective_state_update", ("reference", "triton"), mutated=(0,), reps=1)
     if args.configs_arg is not None:
         args.configs = tuple(tuple(int(v) for v in c.split(",")) for c in args.configs_arg.split(";") if c)
-        if any(not 3 <= len(c) <= 5 or (len(c) > 3 and c[3] not in (0, 1)) or (len(c) > 4 and c[4] < 0)
-               for c in args.configs):
-            raise SystemExit(f"--configs must be 'BLOCK_M,BLOCK_N,warps[,LAG[,ROWS]];...' with LAG 0 or 1 and "
-                             f"ROWS >= 0, got {args.configs_arg!r}")
+        if any(not 3 <= len(c) <= 6 or (len(c) > 3 and c[3] not in (0, 1)) or (len(c) > 4 and c[4] < 0)
+               or (len(c) > 5 and c[5] not in (0, 1)) for c in args.configs):
+            raise SystemExit(f"--configs must be 'BLOCK_M,BLOCK_N,warps[,LAG[,ROWS[,SPLIT]]];...' with LAG and "
+                             f"SPLIT 0 or 1 and ROWS >= 0, got {args.configs_arg!r}")
+    if args.probe_configs_arg is not None:
+        args.probe_configs = tuple(c if c == "split" else tuple(int(v) for v in c.split(","))
+                                   for c in args.probe_configs_arg.split(";") if c)
     if args.config_dstates_arg is not None:
         args.config_dstates = tuple(int(v) for v in args.config_dstates_arg.split(","))
     args.probe_backends = tuple(probe_name(c) for c in args.probe_configs)

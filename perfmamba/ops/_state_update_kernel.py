@@ -22,7 +22,7 @@ def state_update_kernel(
     z_sb, z_sh, z_sm,
     o_sb, o_sh, o_sm,
     DSTATE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, LAG: tl.constexpr,
-    STATE_ALIGN: tl.constexpr,
+    SPLIT_TAIL: tl.constexpr, STATE_ALIGN: tl.constexpr,
     EVEN_M: tl.constexpr, TIE_HDIM: tl.constexpr, DT_SOFTPLUS: tl.constexpr, HAS_DT_BIAS: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
 ):
@@ -68,8 +68,10 @@ def state_update_kernel(
     # the time went with the number of strips, not their width). LAG = 1 issues strip k + 1's loads before strip
     # k's update and store: two strips in flight. Iteration n0 loads the strip at n0 and updates the one at
     # n0 - LAG * BLOCK_N.
-    for n0 in tl.static_range(0, DSTATE + LAG * BLOCK_N, BLOCK_N):
-        if n0 < DSTATE:
+    # SPLIT_TAIL = 1: the loop takes the whole strips only; the columns left over are done after it (below).
+    WHOLE: tl.constexpr = DSTATE - (DSTATE % BLOCK_N) * SPLIT_TAIL
+    for n0 in tl.static_range(0, WHOLE + LAG * BLOCK_N, BLOCK_N):
+        if n0 < WHOLE:
             offs_n = n0 + tl.arange(0, BLOCK_N)
             ptrs_in = state_ptr + rows[:, None] + offs_n[None, :] * s_sn
             A_ptrs = A_ptr + offs_m[:, None] * A_sm + offs_n[None, :] * A_sn
@@ -114,11 +116,46 @@ def state_update_kernel(
             tl.store(s_ptrs, s.to(state_ptr.dtype.element_ty), mask=mask)
             # y from the fp32 state, before it is rounded to the cache's dtype (as mamba-ssm's kernel does)
             acc += tl.sum(s * C[None, :], axis=1)
-        if LAG > 0 and n0 < DSTATE:
+        if LAG > 0 and n0 < WHOLE:
             s_prev, B_prev, C_prev, ptrs_prev = s_in, B_in, C_in, ptrs_in  # noqa: F841
             mask_prev = mask_in  # noqa: F841
             if not TIE_HDIM:
                 A_prev = A_in  # noqa: F841
+
+    if SPLIT_TAIL:
+        # The columns past the whole strips as pieces of power-of-two widths (116 = 64 + 32 + 16 + 4), none masked
+        # along N: a mask at 116 caps every vector of its strip at 4 elements (Triton's mask analysis is per
+        # tensor), and a masked lane is issued like a loaded one. All pieces are loaded before the first store, so
+        # the tail pays one memory latency, as one strip does.
+        TAIL: tl.constexpr = DSTATE % BLOCK_N
+        s_t, B_t, C_t, p_t, A_t = (), (), (), (), ()
+        for i in tl.static_range(16):
+            if (TAIL >> (15 - i)) & 1:
+                offs_n = WHOLE + ((TAIL >> (16 - i)) << (16 - i)) + tl.arange(0, 1 << (15 - i))
+                ptrs = state_ptr + rows[:, None] + offs_n[None, :] * s_sn
+                B_t += (tl.load(B_ptr + offs_n * B_sn).to(tl.float32),)
+                C_t += (tl.load(C_ptr + offs_n * C_sn).to(tl.float32),)
+                p_t += (ptrs,)
+                if EVEN_M:
+                    s_t += (tl.load(ptrs).to(tl.float32),)
+                    if not TIE_HDIM:
+                        A_t += (tl.load(A_ptr + offs_m[:, None] * A_sm + offs_n[None, :] * A_sn),)
+                else:
+                    s_t += (tl.load(ptrs, mask=mask_m[:, None], other=0.0).to(tl.float32),)
+                    if not TIE_HDIM:
+                        A_t += (tl.load(A_ptr + offs_m[:, None] * A_sm + offs_n[None, :] * A_sn,
+                                        mask=mask_m[:, None], other=0.0),)
+        for j in tl.static_range(len(s_t)):
+            if TIE_HDIM:
+                dA = dA_head
+            else:
+                dA = tl.exp(A_t[j].to(tl.float32) * dt[:, None])
+            s = s_t[j] * dA + B_t[j][None, :] * dtx
+            if EVEN_M:
+                tl.store(p_t[j], s.to(state_ptr.dtype.element_ty))
+            else:
+                tl.store(p_t[j], s.to(state_ptr.dtype.element_ty), mask=mask_m[:, None])
+            acc += tl.sum(s * C_t[j][None, :], axis=1)
 
     if HAS_D:
         acc += x * tl.load(D_ptr + pid_h * D_sh + offs_m * D_sm, mask=mask_m, other=0.0).to(tl.float32)

@@ -131,7 +131,8 @@ def selective_state_update_triton(
 
     Mamba-1: state (b, d, N), x/dt/z (b, d), A (d, N), B/C (b, N), D/dt_bias (d,).
     Mamba-2: state (b, h, p, N), x/dt/z (b, h, p), A (h, p, N), B/C (b, g, N), D/dt_bias (h, p).
-    `config`: (BLOCK_M, BLOCK_N, num_warps[, LAG]) instead of `default_config`'s (for tuning sweeps)."""
+    `config`: (BLOCK_M, BLOCK_N, num_warps[, LAG[, SPLIT_TAIL]]) instead of `default_config`'s (for tuning
+    sweeps). SPLIT_TAIL = 1: the columns past the last whole strip as unmasked pieces of power-of-two widths."""
     mamba2 = state.dim() == 4
     if state.dim() not in (3, 4):
         raise ValueError(f"state must be (b, d, N) or (b, h, p, N), got {tuple(state.shape)}")
@@ -157,9 +158,11 @@ def selective_state_update_triton(
     # Mamba-2's per-head dt and A arrive as stride-0 views over the head dimension: load one scalar per head.
     tie = (A.stride(-1) == 0 and A.stride(-2) == 0 and dt.stride(-1) == 0
            and (dt_bias is None or dt_bias.stride(-1) == 0))
-    block_m, block_n, warps, *lag = config or default_config(dim, dstate)
-    if len(lag) > 1 or (lag and lag[0] not in (0, 1)):
-        raise ValueError(f"config must be (BLOCK_M, BLOCK_N, num_warps[, LAG in 0, 1]), got {config}")
+    block_m, block_n, warps, *flags = config or default_config(dim, dstate)
+    if len(flags) > 2 or any(f not in (0, 1) for f in flags):
+        raise ValueError(f"config must be (BLOCK_M, BLOCK_N, num_warps[, LAG in 0, 1[, SPLIT_TAIL in 0, 1]]), "
+                         f"got {config}")
+    lag, split_tail = (*flags, 0, 0)[:2]
     out = torch.empty_like(x)
     zero2, zero3 = (0, 0), (0, 0, 0)
     launch = _kernel(interpret)[(math.ceil(dim / block_m), batch, nheads)]
@@ -170,7 +173,7 @@ def selective_state_update_triton(
             *state4.stride(), *x.stride(), *dt.stride(), *(dt_bias.stride() if dt_bias is not None else zero2),
             *A.stride(), *B.stride(), *C.stride(), *(D.stride() if D is not None else zero2),
             *(z.stride() if z is not None else zero3), *out.stride(),
-            DSTATE=dstate, BLOCK_M=block_m, BLOCK_N=block_n, LAG=lag[0] if lag else 0,
+            DSTATE=dstate, BLOCK_M=block_m, BLOCK_N=block_n, LAG=lag, SPLIT_TAIL=split_tail,
             STATE_ALIGN=_alignment(state4.stride(2)),
             EVEN_M=dim % block_m == 0, TIE_HDIM=tie, DT_SOFTPLUS=bool(dt_softplus),
             HAS_DT_BIAS=dt_bias is not None, HAS_D=D is not None, HAS_Z=z is not None, num_warps=warps,

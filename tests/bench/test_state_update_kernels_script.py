@@ -38,8 +38,8 @@ def test_quick_run_writes_every_section(tmp_path):
     assert layout[(24, "plain", "triton")]["strides"]["A"] == [1, 0, 0]
     assert layout[(24, "plain A copied", "triton")]["strides"]["A"] == [192, 24, 1]
     assert {(r["dstate"], r["backend"], r["layers"]) for r in doc["chain"]} == {
-        (n, b, 2) for n in (24, 13) for b in ("reference", "triton", "triton[8,32,1]")}
-    backends = ("reference", "triton", "fastest", "triton[8,32,1]", "skip")
+        (n, b, 2) for n in (24, 13) for b in ("reference", "triton", "triton[8,32,1]", "triton[split]")}
+    backends = ("reference", "triton", "fastest", "triton[8,32,1]", "triton[split]", "skip")
     assert {(r["variant"], r["backend"]) for r in doc["model"]} == {
         (v, b) for v in ("dense N=32", "uniform N'=20", "global r=0.5") for b in backends}
     assert all(r["kernel_per_layer_s"] == 0.0 for r in doc["model"] if r["backend"] == "skip")
@@ -48,9 +48,10 @@ def test_quick_run_writes_every_section(tmp_path):
     assert [(r["dstate"], r["padded_to"]) for r in doc["ssd"]] == [(24, 24), (24, 32), (16, 16)]
     assert doc["fastest_choices"] and set(doc["fastest_choices"].values()) <= {"reference", "triton"}
     assert doc["fastest_timings"].keys() == doc["fastest_choices"].keys()
-    # the tile sweep: LAG 1 and rows padded to a multiple of 8 (N' = 13 -> rows of 16) timed beside the rest
+    # the tile sweep: LAG 1, rows padded to a multiple of 8 (N' = 13 -> rows of 16) and the split tail (13 = 8 + 4
+    # + 1) timed beside the rest
     assert [(r["dstate"], set(r["configs"])) for r in doc["configs"]] == [
-        (13, {"16,16,4", "4,8,1", "4,8,1,1", "4,8,1,1,8"})]
+        (13, {"16,16,4", "4,8,1", "4,8,1,1", "4,8,1,1,8", "4,8,1,0,8,1"})]
     assert "| tiny | 24 |" in run.stdout and "### Prefill scan" in run.stdout and "### Chain" in run.stdout
 
 
@@ -65,7 +66,7 @@ def test_padded_rows_keep_the_values_and_align_the_rows():
     assert padded_rows(state, 4) is state and padded_rows(state, 0) is state  # 116 is a multiple of 4
 
 
-@pytest.mark.parametrize("configs", ["16,64", "16,64,2,2", "16,64,2,1,-8", "16,64,2,1,8,0"])
+@pytest.mark.parametrize("configs", ["16,64", "16,64,2,2", "16,64,2,1,-8", "16,64,2,1,8,2", "16,64,2,1,8,0,0"])
 def test_configs_are_checked_before_anything_runs(configs, tmp_path):
     from bench_scripts import load_script
 

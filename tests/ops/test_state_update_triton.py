@@ -141,9 +141,25 @@ def test_lag_one_matches_reference(case, block_m, block_n, seed):
 
 
 @interpreted
-def test_rejects_an_unknown_lag():
-    with pytest.raises(ValueError, match=r"LAG in 0, 1\]\), got \(16, 64, 2, 2\)"):
-        check(*make_inputs("mamba2", 1, 1, 4, 8, 1, seed=0), config=(16, 64, 2, 2))
+@settings(max_examples=25, deadline=None)
+@given(case=cases(), block_m=st.sampled_from([1, 4, 16]), block_n=st.sampled_from([1, 4, 16, 64, 128]),
+       lag=st.sampled_from([0, 1]), seed=st.integers(0, 2**31 - 1))
+@example(case=("mamba2_tied", dict(batch=1, heads=2, dim=7, dstate=127, groups=1),
+               dict(D=True, z=True, dt_bias=True, softplus=True, padded_rows=True), torch.bfloat16),
+         block_m=4, block_n=128, lag=0, seed=0)  # 127 = 64 + 32 + 16 + 8 + 4 + 2 + 1, rows masked
+def test_split_tail_matches_reference(case, block_m, block_n, lag, seed):
+    """SPLIT_TAIL 1 does the columns past the last whole strip as unmasked power-of-two pieces, all loaded before
+    any is stored: a piece at the wrong offset, or paired with another piece's B, C or A, shows as a wrong state
+    or output."""
+    layout, dims, flags, dtype = case
+    check(*make_inputs(layout, **dims, seed=seed, dtype=dtype, **flags), config=(block_m, block_n, 1, lag, 1))
+
+
+@interpreted
+@pytest.mark.parametrize("config", [(16, 64, 2, 2), (16, 64, 2, 0, 2), (16, 64, 2, 0, 1, 0)])
+def test_rejects_an_unknown_flag(config):
+    with pytest.raises(ValueError, match=r"LAG in 0, 1\[, SPLIT_TAIL in 0, 1\]\]\), got"):
+        check(*make_inputs("mamba2", 1, 1, 4, 8, 1, seed=0), config=config)
 
 
 @interpreted
@@ -228,6 +244,18 @@ def test_gpu_default_tile_at_both_lags(lag):
               config=config)
         check(*make_inputs("mamba1", 3, 1, 100, dstate, 1, seed=dstate, device="cuda", dtype=torch.bfloat16),
               config=(*state_update_triton.default_config(100, dstate)[:3], lag))
+
+
+@pytest.mark.gpu
+def test_gpu_split_tail_at_the_corners():
+    """Compiled: the default tile with SPLIT_TAIL 1 at the corner N' and at global allocation's uneven N' (every
+    piece width from 64 down to 1 occurs), in the model's bf16 Mamba-2 layout and Mamba-1's with a row mask."""
+    for dstate in (*CORNERS, 52, 60, 68, 76, 84, 127):
+        config = (*state_update_triton.default_config(64, dstate)[:4], 1)
+        check(*make_inputs("mamba2_tied", 3, 4, 64, dstate, 2, seed=dstate, device="cuda", dtype=torch.bfloat16),
+              config=config)
+        check(*make_inputs("mamba1", 3, 1, 100, dstate, 1, seed=dstate, device="cuda", dtype=torch.bfloat16),
+              config=(*state_update_triton.default_config(100, dstate)[:4], 1))
 
 
 @pytest.mark.gpu
