@@ -31,9 +31,10 @@ TARGET_TILE = 8192
 # thread has in flight, not by bytes; at 128 this tile ran 21 us where the first default ([64, 16], 4 warps) ran
 # 67 us and mamba-ssm's kernel 36 us, and it stayed within 8% of the best tile at every N' from 16 to 128.
 STRIP_ELEMENTS, STRIP_WARPS = 1024, 2
-# Above 64 columns, one strip of 128 over 16 rows (32 elements per thread, 2 warps): 3-9% faster than two strips
-# of 64 at N' = 128, 116 and 88, both Mamba-2 shapes (session 10's sweep; 96 and 65-87 not timed with it).
-WIDE_TILE = (16, 128, 2)
+# Above WIDE_FROM columns, one strip of 128 over 16 rows (32 elements per thread, 2 warps): 3-9% faster than two
+# strips of 64 at N' = 128, 116, 96 and 88, both Mamba-2 shapes; at 68 and 76 two strips were 2-7% faster (the
+# sweeps of sessions 10 and 11; 77-87 not timed, the threshold is the midpoint).
+WIDE_TILE, WIDE_FROM = (16, 128, 2), 80
 
 
 def _interpreting() -> bool:
@@ -106,7 +107,7 @@ def default_config(dim: int, dstate: int) -> tuple[int, int, int, int]:
     if dstate <= 16:
         block_n = _next_pow2(dstate)
         return min(_next_pow2(dim), max(16, min(128, _next_pow2(TARGET_TILE // block_n)))), block_n, 4, 0
-    if dstate > 64:
+    if dstate > WIDE_FROM:
         rows, block_n, warps = WIDE_TILE
         return min(_next_pow2(dim), rows), block_n, warps, 0
     block_n = 64 if dstate > 48 else 32

@@ -20,8 +20,9 @@ CONFIGS = SMALL_CONFIGS
 def test_reference_gives_our_logits_steps_and_tokens(version):
     ours = build_model(CONFIGS[version], device="cuda", seed=0)
     theirs = reference_model.mamba_ssm_model(ours)
-    prompt = torch.randint(0, 1000, (3, 40), device="cuda")
-    token = torch.randint(0, 1000, (3,), device="cuda")
+    g = torch.Generator().manual_seed(version)
+    prompt = torch.randint(0, 1000, (3, 40), generator=g).cuda()
+    token = torch.randint(0, 1000, (3,), generator=g).cuda()
     assert reference_model.logits_rel_error(ours, theirs, prompt) < 1e-3
     step, params = reference_model.decode_step_fn(theirs, prompt, token)
     with torch.inference_mode():
@@ -33,8 +34,25 @@ def test_reference_gives_our_logits_steps_and_tokens(version):
     # Token for token on mamba-ssm's kernels. By default our decode step may run our own Triton kernel (the
     # measured choice), whose bf16 rounding can flip a greedy pick of this random model after a few tokens.
     with ours.configured(backend="cuda"):
-        assert torch.equal(ours.generate(prompt, 8, cg=True), want)
+        assert_same_greedy_tokens(ours.generate(prompt, 8, cg=True), want, theirs, prompt)
     assert torch.equal(ours.generate(prompt, 8, cg=True)[:, 0], want[:, 0])  # the prefill's pick
+
+
+def assert_same_greedy_tokens(got: torch.Tensor, want: torch.Tensor, theirs, prompt: torch.Tensor) -> None:
+    """`got` is `want` token for token, except that a row may part from it where mamba-ssm's own logits hold a
+    tie within the logits' tolerance: the two models sum in other orders, and such a pick may go either way (one
+    did, in 1 row of 3, on the H200 in session 11). After a parting the rows continue from different tokens."""
+    for row in range(got.shape[0]):
+        parted = (got[row] != want[row]).nonzero()
+        if not len(parted):
+            continue
+        t = int(parted[0])
+        with torch.inference_mode():
+            logits = theirs(torch.cat([prompt[row], want[row, :t]])[None]).logits[0, -1].float()
+        best, ours_pick = logits[want[row, t]], logits[got[row, t]]
+        assert best - ours_pick <= ATOL + RTOL * best.abs(), (
+            f"row {row}, token {t}: ours picked {int(got[row, t])} ({ours_pick:.5f}), mamba-ssm "
+            f"{int(want[row, t])} ({best:.5f}): not a tie within the logits' tolerance")
 
 
 @pytest.mark.parametrize("mode, seqlen, batch", [("prefill", 256, 8), ("decode", 64, 16)])

@@ -195,11 +195,14 @@ def test_cpu_tests_in_a_fresh_process():
 
 
 def test_default_config_follows_dstate():
-    """One strip of 128 columns above N' = 64 (the H200 sweep's fastest there), strips of 64 or 32 below, no more
+    """One strip of 128 columns above N' = 80 (the H200 sweeps' fastest there), strips of 64 or 32 below, no more
     rows than the head has, and LAG 0 (LAG 1 lost the session-10 sweep)."""
     assert state_update_triton.default_config(64, 116) == (16, 128, 2, 0)
     assert state_update_triton.default_config(64, 128) == (16, 128, 2, 0)
     assert state_update_triton.default_config(64, 88) == (16, 128, 2, 0)
+    assert state_update_triton.default_config(64, 81) == (16, 128, 2, 0)
+    assert state_update_triton.default_config(64, 80) == (16, 64, 2, 0)
+    assert state_update_triton.default_config(64, 68) == (16, 64, 2, 0)
     assert state_update_triton.default_config(64, 64) == (16, 64, 2, 0)
     assert state_update_triton.default_config(64, 36) == (32, 32, 2, 0)
     assert state_update_triton.default_config(64, 12) == (64, 16, 4, 0)
