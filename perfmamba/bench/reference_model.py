@@ -149,6 +149,10 @@ def ours_over_mamba_ssm(ours: Samples, theirs: Samples, what: str) -> float:
 
 
 def mamba_ssm_generate(theirs: nn.Module, input_ids: Tensor, max_new_tokens: int, *, cg: bool = True) -> Tensor:
-    """Greedy tokens of mamba-ssm's own `generate` (a CUDA-graph decode step with `cg`): (batch, max_new_tokens)."""
-    out = theirs.generate(input_ids, max_length=input_ids.shape[1] + max_new_tokens, cg=cg, top_k=1)
+    """Greedy tokens of mamba-ssm's own `generate` (a CUDA-graph decode step with `cg`): (batch, max_new_tokens).
+    Over the real vocabulary, as `MambaLM.generate` picks: left alone, mamba-ssm's picks range over the padded
+    vocabulary too, and a random model's padding rows win a greedy pick now and then (ids 1003 and 1006 of 1000,
+    on the H200 in session 11)."""
+    out = theirs.generate(input_ids, max_length=input_ids.shape[1] + max_new_tokens, cg=cg, top_k=1,
+                          vocab_size=theirs.config.vocab_size)
     return out[:, input_ids.shape[1]:]

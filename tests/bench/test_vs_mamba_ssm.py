@@ -126,3 +126,22 @@ def test_asv_classes_span_the_level_and_skip_without_cuda(monkeypatch, tmp_path)
     finally:
         torch.set_num_threads(threads)
         torch.set_flush_denormal(flushed)
+
+
+def test_mamba_ssm_generate_picks_from_the_real_vocabulary():
+    """mamba-ssm's greedy picks range over the padded vocabulary unless `generate` is told its size; ours never
+    pick a padding id. A stand-in records what the reference passes and returns prompt + new tokens."""
+    calls = []
+
+    class Theirs:
+        config = type("Config", (), {"vocab_size": 1000})()
+
+        def generate(self, input_ids, max_length, **kwargs):
+            calls.append((max_length, kwargs))
+            new = torch.arange(max_length - input_ids.shape[1]).expand(input_ids.shape[0], -1)
+            return torch.cat([input_ids, new], dim=1)
+
+    prompt = torch.full((2, 5), 7)
+    tokens = reference_model.mamba_ssm_generate(Theirs(), prompt, 3, cg=True)
+    assert torch.equal(tokens, torch.arange(3).expand(2, -1))
+    assert calls == [(8, {"cg": True, "top_k": 1, "vocab_size": 1000})]
