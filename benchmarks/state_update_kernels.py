@@ -48,6 +48,10 @@ from perfmamba.pruning import calibrate, prune_states  # noqa: E402
 from perfmamba.results import write_json  # noqa: E402
 from perfmamba.timing import configure_process, paired_ratio, time_fn, time_interleaved  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its helper modules beside it, however it is loaded
+from state_update_inputs import decode_inputs, model_layout_inputs, padded_rows, state_bytes, strides  # noqa: E402
+from state_update_report import tables  # noqa: E402
+
 START = time.perf_counter()
 SECTIONS = ("kernel", "configs", "layout", "chain", "model", "ssd")
 MAMBA2_SHAPES = {"mamba2-130m": (24, 64), "mamba2-1.3b": (64, 64)}  # (nheads, headdim), d_inner = their product
@@ -69,64 +73,6 @@ def log(message: str) -> None:
 
 def summary(samples) -> dict:
     return {**samples.summary(), "samples_s": list(samples.seconds)}
-
-
-# --- inputs -------------------------------------------------------------------------------------------------
-def decode_inputs(batch: int, nheads: int, headdim: int, dstate: int, device, dtype, mamba1: bool = False):
-    """One decode step's arguments as the models pass them: A, D, dt_bias fp32, activations in `dtype`."""
-    g = torch.Generator(device="cpu").manual_seed(dstate)
-
-    def randn(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=g) * scale).to(device)
-
-    if mamba1:
-        d = nheads * headdim
-        args = (randn(batch, d, dstate).to(dtype), randn(batch, d).to(dtype),
-                (randn(batch, d, scale=0.5) - 2).to(dtype), -torch.exp(randn(d, dstate)),
-                randn(batch, dstate).to(dtype), randn(batch, dstate).to(dtype))
-        return args, dict(D=randn(d), z=randn(batch, d).to(dtype), dt_bias=randn(d, scale=0.1), dt_softplus=True)
-    h, p = nheads, headdim
-    args = (randn(batch, h, p, dstate).to(dtype), randn(batch, h, p).to(dtype),
-            (randn(batch, h, scale=0.5) - 2).to(dtype)[..., None].expand(-1, -1, p),
-            # negated before the expand: `-t.expand(...)` would be a new contiguous A and no kernel would tie dt
-            # and A per head (the run of 2026-12-01 timed that untied path; the "layout" section keeps it)
-            (-torch.exp(randn(h)))[:, None, None].expand(-1, p, dstate),
-            randn(batch, 1, dstate).to(dtype), randn(batch, 1, dstate).to(dtype))
-    kwargs = dict(D=randn(h)[:, None].expand(-1, p), dt_bias=randn(h, scale=0.1)[:, None].expand(-1, p),
-                  dt_softplus=True)
-    return args, kwargs
-
-
-def model_layout_inputs(batch: int, nheads: int, headdim: int, dstate: int, device, dtype, tied: bool = True):
-    """`decode_inputs` laid out as Mamba2Mixer.step passes them: x, B, C views into the conv output (rows of
-    d_inner + 2N), dt a view into the in_proj output (rows of 2 d_inner + 2N + nheads) expanded over headdim with
-    stride 0, A / D / dt_bias per head expanded. `tied=False`: dt, dt_bias and A materialised per channel, so
-    neither kernel can take its one-decay-per-head path."""
-    (state, x, dt, A, B, C), kw = decode_inputs(batch, nheads, headdim, dstate, device, dtype)
-    d = nheads * headdim
-    xbc = torch.empty(batch, d + 2 * dstate, device=device, dtype=dtype)
-    zxbcdt = torch.empty(batch, 2 * d + 2 * dstate + nheads, device=device, dtype=dtype)
-    xbc[:, :d], xbc[:, d:d + dstate], xbc[:, d + dstate:] = x.reshape(batch, d), B[:, 0], C[:, 0]
-    zxbcdt[:, -nheads:] = dt[..., 0]
-    x = xbc[:, :d].view(batch, nheads, headdim)
-    B, C = xbc[:, d:d + dstate].view(batch, 1, dstate), xbc[:, d + dstate:].view(batch, 1, dstate)
-    dt = zxbcdt[:, -nheads:].unsqueeze(-1).expand(-1, -1, headdim)
-    if not tied:
-        dt, A, kw = dt.contiguous(), A.contiguous(), {**kw, "dt_bias": kw["dt_bias"].contiguous()}
-    return (state, x, dt, A, B, C), kw
-
-
-def strides(args, kwargs) -> dict:
-    names = ("state", "x", "dt", "A", "B", "C")
-    tensors = {**dict(zip(names, args)), **{k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor)}}
-    return {k: list(t.stride()) for k, t in tensors.items()}
-
-
-def state_bytes(args) -> int:
-    state, x, *_ = args
-    # the state is read and written; x, B, C and y are a few per cent of it and also counted
-    return 2 * state.numel() * state.element_size() + 2 * x.numel() * x.element_size() + sum(
-        t.numel() * t.element_size() for t in args[4:6])
 
 
 def bound_entry(args, samples, bandwidth: float) -> dict:
@@ -175,18 +121,6 @@ def kernel_section(args, device, bandwidth: float) -> list[dict]:
             log(f"kernel {name} N'={n}: {args.baseline} {samples[args.baseline].median * 1e6:.1f} us, "
                 f"triton {samples['triton'].median * 1e6:.1f} us ({entry['triton']['of_bound']:.0%} of bound)")
     return rows
-
-
-def padded_rows(state: torch.Tensor, multiple: int) -> torch.Tensor:
-    """`state` as a view whose rows start every ceil(N' / multiple) * multiple elements: how a cache allocated
-    with aligned rows would hand it over (N' = 116 in bf16 is 232 bytes a row, 8-byte aligned; padded to 120,
-    16-byte aligned). `multiple` <= 1: unchanged."""
-    n = state.shape[-1]
-    if multiple <= 1 or n % multiple == 0:
-        return state
-    padded = state.new_zeros(*state.shape[:-1], -(-n // multiple) * multiple)
-    padded[..., :n] = state
-    return padded[..., :n]
 
 
 def config_section(args, device) -> list[dict]:
@@ -373,40 +307,6 @@ def ssd_section(args, device) -> list[dict]:
                      if backend == args.ssd_padded else int(n), **summary(s)})
         log(f"ssd N'={n} {backend}: {s.median * 1e3:.3f} ms")
     return rows
-
-
-# --- report -------------------------------------------------------------------------------------------------
-def tables(doc: dict) -> str:
-    base = doc["config"]["baseline"]
-    out = ["### Decode kernel, batch 64 (us; % of the copy-bandwidth bound)", "",
-           f"| shape | N' | {base} | triton | speedup | triton vs its N=max |", "|---|---:|---:|---:|---:|---:|"]
-    first = {}
-    for r in doc["kernel"]:
-        t = r["triton"]["median_s"]
-        first.setdefault(r["shape"], t)
-        b = r[base]
-        out.append(f"| {r['shape']} | {r['dstate']} | {b['median_s'] * 1e6:.1f} ({b['of_bound']:.0%}) | {t * 1e6:.1f} "
-                   f"({r['triton']['of_bound']:.0%}) | {r['speedup']:.2f}x | {first[r['shape']] / t:.2f}x |")
-    out += ["", "### Kernel alone by call layout (us; % of the copy-bandwidth bound)", "",
-            "| shape | N' | layout | backend | us |", "|---|---:|---|---|---:|"]
-    for r in doc.get("layout", []):
-        out.append(f"| {r['shape']} | {r['dstate']} | {r['layout']} | {r['backend']} | {r['median_s'] * 1e6:.1f} "
-                   f"({r['of_bound']:.0%}) |")
-    out += ["", "### Chain of one call per layer, no flush between (us per call)", "",
-            "| shape | N' | backend | us/call |", "|---|---:|---|---:|"]
-    for r in doc.get("chain", []):
-        out.append(f"| {r['shape']} | {r['dstate']} | {r['backend']} | {r['per_call_s'] * 1e6:.1f} |")
-    out += ["", "### Model decode step, batch 64 (ms; speedup against dense on the baseline kernel; "
-            "decode kernel per layer in the step = (ms - skip ms) / layers)", "",
-            "| preset | variant | backend | ms | speedup | kernel us/layer |", "|---|---|---|---:|---:|---:|"]
-    for r in doc["model"]:
-        k = r.get("kernel_per_layer_s")
-        out.append(f"| {r['preset']} | {r['variant']} | {r['backend']} | {r['median_s'] * 1e3:.3f} | "
-                   f"{r['speedup_vs_dense_baseline']:.2f}x | {'-' if k is None else f'{k * 1e6:.1f}'} |")
-    out += ["", "### Prefill scan (ssd_scan), ms", "", "| N' | backend | padded to | ms |", "|---:|---|---:|---:|"]
-    for r in doc["ssd"]:
-        out.append(f"| {r['dstate']} | {r['backend']} | {r['padded_to']} | {r['median_s'] * 1e3:.3f} |")
-    return "\n".join(out)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

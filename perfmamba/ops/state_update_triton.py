@@ -31,9 +31,9 @@ TARGET_TILE = 8192
 # thread has in flight, not by bytes; at 128 this tile ran 21 us where the first default ([64, 16], 4 warps) ran
 # 67 us and mamba-ssm's kernel 36 us, and it stayed within 8% of the best tile at every N' from 16 to 128.
 STRIP_ELEMENTS, STRIP_WARPS = 1024, 2
-# Above WIDE_FROM columns, one strip of 128 over 16 rows (32 elements per thread, 2 warps): 3-9% faster than two
-# strips of 64 at N' = 128, 116, 96 and 88, both Mamba-2 shapes; at 68 and 76 two strips were 2-7% faster (the
-# sweeps of sessions 10 and 11; 77-87 not timed, the threshold is the midpoint).
+# Above WIDE_FROM columns, one strip of 128 over 16 rows (32 elements per thread, 2 warps): 3-11% faster than two
+# strips of 64 at N' = 128, 116, 96 and 88, both Mamba-2 shapes; at 68 and 76 two strips were 3-7% faster (H200
+# sweeps, docs/results/state_update.md, sessions 10 and 11; 77-87 not timed, 80 lies between the measured 76 and 88).
 WIDE_TILE, WIDE_FROM = (16, 128, 2), 80
 
 

@@ -53,6 +53,7 @@ def test_quick_run_writes_every_section(tmp_path):
     assert [(r["dstate"], set(r["configs"])) for r in doc["configs"]] == [
         (13, {"16,16,4", "4,8,1", "4,8,1,1", "4,8,1,1,8", "4,8,1,0,8,1"})]
     assert "| tiny | 24 |" in run.stdout and "### Prefill scan" in run.stdout and "### Chain" in run.stdout
+    assert "| tiny | 13 |" in run.stdout.split("### Tile sweep")[1]  # the sweep's own table
 
 
 def test_padded_rows_keep_the_values_and_align_the_rows():
