@@ -8,8 +8,9 @@ Sections, each timed by CUDA-graph replay (perfmamba.timing, L2 flushed), candid
 - kernel: selective_state_update at batch 64, bf16, mamba-ssm's kernel ("cuda") against ours ("triton"):
   Mamba-2 130m / 1.3b shapes (tied per-head dt and A, as the model calls it; before 2026-12-02 A was materialised
   by mistake and both kernels ran untied) and Mamba-1 130m;
-- configs: our kernel's (BLOCK_M, BLOCK_N, num_warps[, LAG[, ROWS]]) around the default, for tuning (LAG 1: the
-  next strip's loads before this strip's store; ROWS: the state's rows padded to a multiple of ROWS elements);
+- configs: our kernel's (BLOCK_M, BLOCK_N, num_warps[, LAG[, ROWS[, SPLIT]]]) around the default, for tuning (LAG 1:
+  the next strip's loads before this strip's store; ROWS: the state's rows padded to a multiple of ROWS elements;
+  SPLIT 1: the columns past the last whole strip as unmasked power-of-two pieces);
 - layout: the kernel alone on the model's own call layout (x, B, C views into the conv output, dt a stride-0 view
   into the in_proj output: the strides `fastest_choices` records), with dt tied per head and untied, beside the
   plain layout of "kernel";
@@ -18,7 +19,7 @@ Sections, each timed by CUDA-graph replay (perfmamba.timing, L2 flushed), candid
   mamba-ssm's kernel, ours and ours at the probe configs; per-call time;
 - model: MambaLM.step at batch 64, dense and pruned (uniform N' = 116, 88, 64; global r = 0.5, contribution), with
   the decode kernel taken from "cuda", "triton", "fastest" (perfmamba.ops.autoselect), ours at the probe configs
-  ("triton[BM,BN,W]"), or "skip" (no state update: the step's other kernels alone, so that (step - skip) / layers
+  ("triton[BM,BN,W]", --probe-configs; "triton[split]": the default tile, split tail), or "skip" (no state update: the step's other kernels alone, so that (step - skip) / layers
   is the decode kernel's cost inside the model);
 - ssd: the prefill scan (ssd_scan) at b8 L8192, 130m shape, mamba-ssm's kernels plain and with N' zero-padded to
   a multiple of 16 ("cuda_padded", perfmamba.ops.ssd_padded).

@@ -126,10 +126,12 @@ def state_update_kernel(
         # The columns past the whole strips as pieces of power-of-two widths (116 = 64 + 32 + 16 + 4), none masked
         # along N: a mask at 116 caps every vector of its strip at 4 elements (Triton's mask analysis is per
         # tensor), and a masked lane is issued like a loaded one. All pieces are loaded before the first store, so
-        # the tail pays one memory latency, as one strip does.
+        # the tail pays one memory latency, as one strip does. On the H200 it lost to the masked strip wherever it
+        # split one (116: 1.28x slower; each piece loads its own B and C, and narrow pieces leave threads idle), so
+        # it stays an option for sweeps, as LAG does.
         TAIL: tl.constexpr = DSTATE % BLOCK_N
         s_t, B_t, C_t, p_t, A_t = (), (), (), (), ()
-        for i in tl.static_range(16):
+        for i in tl.static_range(16):  # bit 15 - i of TAIL (BLOCK_N < 2 ** 16)
             if (TAIL >> (15 - i)) & 1:
                 offs_n = WHOLE + ((TAIL >> (16 - i)) << (16 - i)) + tl.arange(0, 1 << (15 - i))
                 ptrs = state_ptr + rows[:, None] + offs_n[None, :] * s_sn
