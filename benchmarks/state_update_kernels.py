@@ -19,8 +19,9 @@ Sections, each timed by CUDA-graph replay (perfmamba.timing, L2 flushed), candid
   mamba-ssm's kernel, ours and ours at the probe configs; per-call time;
 - model: MambaLM.step at batch 64, dense and pruned (uniform N' = 116, 88, 64; global r = 0.5, contribution), with
   the decode kernel taken from "cuda", "triton", "fastest" (perfmamba.ops.autoselect), ours at the probe configs
-  ("triton[BM,BN,W]", --probe-configs; "triton[split]": the default tile, split tail), or "skip" (no state update: the step's other kernels alone, so that (step - skip) / layers
-  is the decode kernel's cost inside the model);
+  ("triton[BM,BN,W]", --probe-configs; "triton[split]": the default tile, split tail), or "skip" (no state
+  update: the step's other kernels alone, so that (step - skip) / layers is the decode kernel's cost inside the
+  model);
 - ssd: the prefill scan (ssd_scan) at b8 L8192, 130m shape, mamba-ssm's kernels plain and with N' zero-padded to
   a multiple of 16 ("cuda_padded", perfmamba.ops.ssd_padded).
 Writes DIR/state_update.json (every sample, environment, git commit) and prints markdown tables.
