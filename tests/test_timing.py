@@ -2,10 +2,13 @@
 the L2 state, the eager fallback for calls that cannot be captured)."""
 
 
+import platform
+
 import pytest
 import torch
 from sleepers import sleeper
 
+from perfmamba import timing
 from perfmamba.timing import GraphTimer, RoundTimer, Samples, make_timer, time_fn, time_interleaved
 
 # The GPU tests here assert on timings: under pytest-xdist they wait for the GPU to themselves (tests/conftest.py).
@@ -159,3 +162,13 @@ def test_interleaved_callables_run_on_the_same_activation_addresses():
     captured.clear()
     a, b = (GraphTimer(allocating(n), "cuda", flush_l2=False, calls=1) for n in "ab")  # separate pools: apart
     assert captured["a"] != captured["b"]
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt only")
+def test_benchmark_processes_take_large_allocations_from_the_heap():
+    """glibc accepts the settings (an mmap threshold above its 32 MB maximum would be refused), and
+    `configure_process` applies them."""
+    timing.heap_allocations.cache_clear()
+    timing.configure_process()
+    assert timing.heap_allocations.cache_info().misses == 1  # configure_process made the call
+    assert timing.heap_allocations() is True
