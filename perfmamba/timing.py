@@ -116,33 +116,40 @@ def configure_process(cpu_threads: int | None = None) -> None:
     """Process settings every benchmark runs under. Subnormal floats are flushed to zero: the reference scans'
     decaying states underflow into subnormals, which x86 cores handle ~100x slower (a 10x slower block on the
     tiny presets), while the CUDA kernels are built with fast math, which flushes them too. `cpu_threads` pins
-    torch's intra-op threads (None: leave torch's default). Large CPU allocations come from a heap that is never
-    trimmed (`heap_allocations`)."""
+    torch's intra-op threads (None: leave torch's default). CPU allocations below 32 MiB come from a heap that is
+    never trimmed (`heap_allocations`); unlike the others, that setting is not undone."""
     torch.set_flush_denormal(True)
     heap_allocations()
     if cpu_threads is not None:
         torch.set_num_threads(cpu_threads)
 
 
-# glibc's mallopt parameters, and the largest mmap threshold it accepts on 64-bit machines
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX = -1, -3, 32 << 20
+# glibc's mallopt parameters; the mmap threshold every 64-bit glibc accepts (older ones refuse more than 32 MiB);
+# a trim threshold of -1 turns trimming off
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, MMAP_THRESHOLD = -1, -3, 32 << 20
 
 
 @functools.cache
 def heap_allocations() -> bool:
-    """glibc only: serve CPU allocations up to 32 MB from the heap, and never give the heap back to the system.
-    By default glibc moves its mmap threshold with the allocations a process happens to free first, so one process
-    ends up paging in fresh mmaps on every call of a reference scan and the next does not: the same benchmark was
-    bimodal between processes (mamba1-tiny pruned prefill, 2-core CPU: 21-24 ms in some processes, 29 ms in
-    others, a speedup of 0.98-1.18 where fixing the threshold gave 1.11-1.19 in every process). Returns whether
-    the setting took (False off glibc)."""
+    """glibc only: serve CPU allocations below 32 MiB from the heap, and never give the heap back to the system.
+    By default glibc moves its mmap threshold up to the size of the first large block a process frees, so one
+    process pages in fresh mmaps on every call of a reference scan and the next does not. One benchmark was
+    bimodal between processes that way (mamba1-tiny pruned prefill, op level, 2-core CPU, 8 processes: the pruned
+    scan 23-24 ms in some, 26-29 ms in others, speedups 0.98-1.18; 1.11-1.19 with the thresholds fixed by
+    environment variables). Returns whether both settings took (False off glibc; a preloaded allocator such as
+    jemalloc ignores them)."""
     import ctypes
+    import platform
 
+    if platform.libc_ver()[0] != "glibc":
+        return False
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):
         return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    took = [mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD), mallopt(M_TRIM_THRESHOLD, -1)]
+    return all(took)
 
 
 def subnormals_flushed() -> bool:

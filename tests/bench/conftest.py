@@ -1,5 +1,6 @@
 """Benchmarks are timed on one CPU thread with subnormals flushed (perfmamba.timing.configure_process);
-the tests of the suite do the same and put torch's settings back afterwards for the rest of the test run."""
+the tests of the suite do the same and put torch's settings back afterwards for the rest of the test run. The
+allocator's settings (timing.heap_allocations) stay: they change where memory comes from, not results."""
 
 import pytest
 import torch
