@@ -41,18 +41,17 @@ if "--quick" in sys.argv:  # the interpreter must be chosen before triton is fir
 
 import torch  # noqa: E402
 
-if __package__ in (None, ""):  # run as a script from a checkout: import the perfmamba beside it
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a script from a checkout: import the perfmamba beside it, and its helpers
+    sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+
+from state_update_inputs import decode_inputs, model_layout_inputs, padded_rows, state_bytes, strides  # noqa: E402
+from state_update_report import tables  # noqa: E402
 
 from perfmamba import build_model, ops  # noqa: E402
 from perfmamba.ops import autoselect, ssd_padded, state_update_triton  # noqa: E402, F401 - they register backends
 from perfmamba.pruning import calibrate, prune_states  # noqa: E402
 from perfmamba.results import write_json  # noqa: E402
 from perfmamba.timing import configure_process, paired_ratio, time_fn, time_interleaved  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # its helper modules beside it, however it is loaded
-from state_update_inputs import decode_inputs, model_layout_inputs, padded_rows, state_bytes, strides  # noqa: E402
-from state_update_report import tables  # noqa: E402
 
 START = time.perf_counter()
 SECTIONS = ("kernel", "configs", "layout", "chain", "model", "ssd")

@@ -135,18 +135,18 @@ def state_update_kernel(
             if (TAIL >> (15 - i)) & 1:
                 offs_n = WHOLE + ((TAIL >> (16 - i)) << (16 - i)) + tl.arange(0, 1 << (15 - i))
                 ptrs = state_ptr + rows[:, None] + offs_n[None, :] * s_sn
+                A_ptrs = A_ptr + offs_m[:, None] * A_sm + offs_n[None, :] * A_sn
                 B_t += (tl.load(B_ptr + offs_n * B_sn).to(tl.float32),)
                 C_t += (tl.load(C_ptr + offs_n * C_sn).to(tl.float32),)
                 p_t += (ptrs,)
                 if EVEN_M:
                     s_t += (tl.load(ptrs).to(tl.float32),)
                     if not TIE_HDIM:
-                        A_t += (tl.load(A_ptr + offs_m[:, None] * A_sm + offs_n[None, :] * A_sn),)
+                        A_t += (tl.load(A_ptrs),)
                 else:
                     s_t += (tl.load(ptrs, mask=mask_m[:, None], other=0.0).to(tl.float32),)
                     if not TIE_HDIM:
-                        A_t += (tl.load(A_ptr + offs_m[:, None] * A_sm + offs_n[None, :] * A_sn,
-                                        mask=mask_m[:, None], other=0.0),)
+                        A_t += (tl.load(A_ptrs, mask=mask_m[:, None], other=0.0),)
         for j in tl.static_range(len(s_t)):
             if TIE_HDIM:
                 dA = dA_head
