@@ -1,5 +1,5 @@
 """The decode step's inputs for benchmarks/state_update_kernels.py: laid out as the models pass them, as the
-model's own call lays them out (views into the projections' outputs), and with rows padded for alignment."""
+model's own call lays them out (views into the projections' outputs)."""
 
 from __future__ import annotations
 
@@ -61,15 +61,3 @@ def state_bytes(args) -> int:
     # the state is read and written; x, B, C and y are a few per cent of it and also counted
     return 2 * state.numel() * state.element_size() + 2 * x.numel() * x.element_size() + sum(
         t.numel() * t.element_size() for t in args[4:6])
-
-
-def padded_rows(state: torch.Tensor, multiple: int) -> torch.Tensor:
-    """`state` as a view whose rows start every ceil(N' / multiple) * multiple elements: how a cache allocated
-    with aligned rows would hand it over (N' = 116 in bf16 is 232 bytes a row, 8-byte aligned; padded to 120,
-    16-byte aligned). `multiple` <= 1: unchanged."""
-    n = state.shape[-1]
-    if multiple <= 1 or n % multiple == 0:
-        return state
-    padded = state.new_zeros(*state.shape[:-1], -(-n // multiple) * multiple)
-    padded[..., :n] = state
-    return padded[..., :n]

@@ -8,20 +8,18 @@ Sections, each timed by CUDA-graph replay (perfmamba.timing, L2 flushed), candid
 - kernel: selective_state_update at batch 64, bf16, mamba-ssm's kernel ("cuda") against ours ("triton"):
   Mamba-2 130m / 1.3b shapes (tied per-head dt and A, as the model calls it; before 2026-12-02 A was materialised
   by mistake and both kernels ran untied) and Mamba-1 130m;
-- configs: our kernel's (BLOCK_M, BLOCK_N, num_warps[, LAG[, ROWS[, SPLIT]]]) around the default, for tuning (LAG 1:
-  the next strip's loads before this strip's store; ROWS: the state's rows padded to a multiple of ROWS elements;
-  SPLIT 1: the columns past the last whole strip as unmasked power-of-two pieces);
+- configs: our kernel's (BLOCK_M, BLOCK_N, num_warps) around the default, for tuning;
 - layout: the kernel alone on the model's own call layout (x, B, C views into the conv output, dt a stride-0 view
   into the in_proj output: the strides `fastest_choices` records), with dt tied per head and untied, beside the
   plain layout of "kernel";
 - chain: one call per layer on as many separate states, back to back with no flush between them (the memory pattern
   of a decode step without its projections: each call finds the previous layer's state dirty in the L2), for
-  mamba-ssm's kernel, ours and ours at the probe configs; per-call time;
+  mamba-ssm's kernel, ours and the probes; per-call time;
 - model: MambaLM.step at batch 64, dense and pruned (uniform N' = 116, 88, 64; global r = 0.5, contribution), with
-  the decode kernel taken from "cuda", "triton", "fastest" (perfmamba.ops.autoselect), ours at the probe configs
-  ("triton[BM,BN,W]", --probe-configs; "triton[split]": the default tile, split tail), or "skip" (no state
-  update: the step's other kernels alone, so that (step - skip) / layers is the decode kernel's cost inside the
-  model);
+  the decode kernel taken from "cuda", "triton", "fastest" (perfmamba.ops.autoselect), the probes (--probes: ours
+  at a tile, "triton[BM,BN,W]", or a plug-in 'package.module:function', timed in "kernel" and "chain" too), or
+  "skip" (no state update: the step's other kernels alone, so that (step - skip) / layers is the decode kernel's
+  cost inside the model);
 - ssd: the prefill scan (ssd_scan) at b8 L8192, 130m shape, mamba-ssm's kernels plain and with N' zero-padded to
   a multiple of 16 ("cuda_padded", perfmamba.ops.ssd_padded).
 Writes DIR/state_update.json (every sample, environment, git commit) and prints markdown tables.
@@ -44,7 +42,7 @@ import torch  # noqa: E402
 if __package__ in (None, ""):  # run as a script from a checkout: import the perfmamba beside it, and its helpers
     sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
-from state_update_inputs import decode_inputs, model_layout_inputs, padded_rows, state_bytes, strides  # noqa: E402
+from state_update_inputs import decode_inputs, model_layout_inputs, state_bytes, strides  # noqa: E402
 from state_update_report import tables  # noqa: E402
 
 from perfmamba import build_model, ops  # noqa: E402
@@ -62,9 +60,8 @@ CONFIGS = ((16, 16, 4), (32, 16, 4), (64, 16, 4), (32, 32, 4), (64, 32, 8), (128
 UNIFORM = (116, 88, 64)
 SSD_DSTATES = (128, 116, 96, 64)
 PROBE_DSTATES = (128, 116, 88, 64)  # where the model and the kernel alone disagree (128, 116) and where not
-# Tiles timed inside the model beside the default (names "triton[BM,BN,W]"); none since the default came from the
-# tile sweeps (the first two probes, (64, 32, 8) and (32, 32, 4), ran at 2-3x the new default's time).
-PROBE_CONFIGS: tuple[tuple[int, int, int], ...] = ()
+# Timed beside the default in "kernel", "chain" and "model" (--probes): tiles ("triton[BM,BN,W]") or plug-ins.
+PROBES: tuple[tuple[int, int, int] | str, ...] = ()
 LAYERS = {"mamba2-130m": 24, "mamba2-1.3b": 48}
 
 
@@ -100,24 +97,28 @@ def kernel_section(args, device, bandwidth: float) -> list[dict]:
     for name, h, p, mamba1, dstates in shapes:
         for n in dstates:
             fns, inputs = {}, {}
-            for backend in (args.baseline, "triton"):
+            for backend in (args.baseline, "triton", *args.probe_backends):
                 a, kw = decode_inputs(args.batch, h, p, n, device, args.dtype, mamba1)
                 fn = ops.resolve("selective_state_update", backend, a[1])[1]
                 inputs[backend] = (a, kw)
                 fns[backend] = (lambda fn=fn, a=a, kw=kw: fn(*a, **kw))
-            # one step of each from equal states must agree before their speed means anything
-            (a0, kw0), (a1, kw1) = inputs.values()
-            a1[0].copy_(a0[0])
-            y0, y1 = fns[args.baseline](), fns["triton"]()
-            diff = (y1.float() - y0.float()).abs()
-            agree = bool((diff <= 5e-2 + 1e-2 * y0.float().abs()).all())  # mamba-ssm's bf16 tolerance
-            if not agree:
-                log(f"MISMATCH kernel {name} N'={n}: triton and {args.baseline} differ by up to {diff.max():.3g}")
+            # one step of each from equal states must agree with the baseline's before their speed means anything
+            start = inputs[args.baseline][0][0].clone()
+            y0 = fns[args.baseline]()
+            diffs = {}
+            for backend in [b for b in fns if b != args.baseline]:
+                inputs[backend][0][0].copy_(start)
+                diffs[backend] = (fns[backend]().float() - y0.float()).abs()
+            agree = {b: bool((d <= 5e-2 + 1e-2 * y0.float().abs()).all()) for b, d in diffs.items()}  # mamba-ssm's
+            for backend in (b for b, ok in agree.items() if not ok):  # bf16 tolerance
+                log(f"MISMATCH kernel {name} N'={n}: {backend} and {args.baseline} differ by up to "
+                    f"{diffs[backend].max():.3g}")
             samples = time_interleaved(fns, device, rounds=args.rounds, warmup=args.warmup)
-            entry = {"shape": name, "dstate": n, "mamba1": mamba1, "outputs_agree": agree,
-                     "max_abs_diff": diff.max().item(),
+            entry = {"shape": name, "dstate": n, "mamba1": mamba1, "outputs_agree": all(agree.values()),
+                     "max_abs_diff": max(d.max().item() for d in diffs.values()),
                      **{b: bound_entry(inputs[b][0], s, bandwidth) for b, s in samples.items()},
-                     "speedup": paired_ratio(samples[args.baseline], samples["triton"])}
+                     "speedup": paired_ratio(samples[args.baseline], samples["triton"]),
+                     "vs_probes": {b: paired_ratio(samples[b], samples["triton"]) for b in args.probe_backends}}
             rows.append(entry)
             log(f"kernel {name} N'={n}: {args.baseline} {samples[args.baseline].median * 1e6:.1f} us, "
                 f"triton {samples['triton'].median * 1e6:.1f} us ({entry['triton']['of_bound']:.0%} of bound)")
@@ -128,13 +129,10 @@ def config_section(args, device) -> list[dict]:
     rows = []
     for shape, (h, p), n in ((s, hp, n) for s, hp in args.mamba2_shapes.items() for n in args.config_dstates):
         fns = {}
-        for config in args.configs:  # (BLOCK_M, BLOCK_N, warps[, LAG[, row multiple[, SPLIT_TAIL]]])
+        for config in args.configs:
             a, kw = decode_inputs(args.batch, h, p, n, device, args.dtype)
-            a = (padded_rows(a[0], config[4]) if len(config) > 4 else a[0], *a[1:])
-            kernel_config = config[:4] + config[5:]
             fns[",".join(map(str, config))] = (
-                lambda a=a, kw=kw, c=kernel_config: state_update_triton.selective_state_update_triton(
-                    *a, **kw, config=c))
+                lambda a=a, kw=kw, c=config: state_update_triton.selective_state_update_triton(*a, **kw, config=c))
         a, kw = decode_inputs(args.batch, h, p, n, device, args.dtype)
         baseline = ops.resolve("selective_state_update", args.baseline, a[1])[1]
         fns[args.baseline] = lambda fn=baseline, a=a, kw=kw: fn(*a, **kw)  # timed beside them, never "best"
@@ -206,23 +204,20 @@ def chain_section(args, device) -> list[dict]:
 
 
 def register_probe_backends(args) -> None:
-    """Backends for this script only: ours at each probe config, and "skip" (no state update: y left unwritten)."""
-    for config in args.probe_configs:
-        fn = (split_tail_default if config == "split"
-              else functools.partial(state_update_triton.selective_state_update_triton, config=config))
-        ops.register("selective_state_update", probe_name(config), fn,
-                     availability=state_update_triton.unavailable_reason)
+    """Backends for this script only: ours at each probe tile, each probe plug-in (not made what "auto" runs),
+    and "skip" (no state update: y left unwritten)."""
+    for probe in args.probes:
+        if isinstance(probe, str):
+            ops.plug_in("selective_state_update", probe, name=probe, activate=False)
+        else:
+            fn = functools.partial(state_update_triton.selective_state_update_triton, config=probe)
+            ops.register("selective_state_update", probe_name(probe), fn,
+                         availability=state_update_triton.unavailable_reason)
     ops.register("selective_state_update", "skip", lambda state, x, *a, **kw: torch.empty_like(x))
 
 
-def split_tail_default(state, *args, **kwargs):
-    """Our kernel at its default tile for each call's shape, with SPLIT_TAIL = 1."""
-    config = (*state_update_triton.default_config(state.shape[-2], state.shape[-1])[:4], 1)
-    return state_update_triton.selective_state_update_triton(state, *args, **kwargs, config=config)
-
-
-def probe_name(config) -> str:
-    return "triton[" + (config if isinstance(config, str) else ",".join(map(str, config))) + "]"
+def probe_name(probe) -> str:
+    return probe if isinstance(probe, str) else "triton[" + ",".join(map(str, probe)) + "]"
 
 
 def pruned_variants(args, preset: str, device) -> dict:
@@ -310,6 +305,17 @@ def ssd_section(args, device) -> list[dict]:
     return rows
 
 
+def parse_configs(value: str, flag: str) -> list[tuple[int, ...]]:
+    """'8,128,2;16,64,2' -> [(8, 128, 2), (16, 64, 2)]: our kernel's configs, checked here."""
+    try:
+        out = [tuple(int(v) for v in c.split(",")) for c in value.split(";") if c.strip()]
+    except ValueError:
+        out = []
+    if not out or any(len(c) != 3 or c[0] < 1 or c[1] < 0 or c[2] < 1 for c in out):  # BLOCK_N 0: the flat kernel
+        raise SystemExit(f"{flag} takes configs 'BLOCK_M,BLOCK_N,warps;...' of positive integers, got {value!r}")
+    return out
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="directory for state_update.json")
@@ -317,16 +323,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset to run")
     p.add_argument("--configs", dest="configs_arg", default=None,
-                   help="configs section: 'BLOCK_M,BLOCK_N,warps[,LAG[,ROWS[,SPLIT]]];...', LAG 1 issuing the next "
-                        "strip's loads before this strip's store, ROWS padding the state's rows to a multiple of ROWS "
-                        "elements, SPLIT 1 the columns past the last whole strip as unmasked power-of-two pieces "
-                        "(default: " + ";".join(
+                   help="configs section: 'BLOCK_M,BLOCK_N,warps;...' (default: " + ";".join(
                        ",".join(map(str, c)) for c in CONFIGS) + ")")
     p.add_argument("--config-dstates", dest="config_dstates_arg", default=None,
                    help="configs section: comma-separated N' (default 128,116,88)")
-    p.add_argument("--probe-configs", dest="probe_configs_arg", default=None,
-                   help="model section: our kernel also at these 'BLOCK_M,BLOCK_N,warps[,LAG[,SPLIT]];...' in every "
-                        "layer, or 'split' for the default tile with SPLIT 1 (default: none)")
+    p.add_argument("--probes", dest="probes_arg", default=None,
+                   help="kernel, chain and model sections: also time our kernel at these configs, "
+                        "'BLOCK_M,BLOCK_N,warps;...', or these plug-ins, 'package.module:function' (default: none)")
     args = p.parse_args(argv)
     args.device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     args.dtype, args.batch, args.chunk_size, args.warmup = torch.bfloat16, 64, 256, 2
@@ -334,7 +337,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         MAMBA2_SHAPES, KERNEL_DSTATES, 1536, MAMBA1_DSTATES)
     args.configs, args.config_dstates = CONFIGS, (128, 116, 88)
     args.presets, args.uniform, args.calib_rows, args.calib_len = tuple(MAMBA2_SHAPES), UNIFORM, 4, 256
-    args.probe_dstates, args.probe_configs, args.layers = PROBE_DSTATES, PROBE_CONFIGS, LAYERS
+    args.probe_dstates, args.probes, args.layers = PROBE_DSTATES, PROBES, LAYERS
     args.ssd_dstates, args.ssd_batch, args.ssd_len = SSD_DSTATES, 8, 8192
     args.baseline, args.ssd_baseline, args.ssd_padded = "cuda", "cuda", "cuda_padded"
     if args.quick:
@@ -342,27 +345,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             raise SystemExit("--quick is the CPU smoke run; hide the GPU (CUDA_VISIBLE_DEVICES=) to run it")
         args.rounds, args.dtype, args.batch, args.chunk_size, args.warmup = 1, torch.float32, 2, 16, 0
         args.mamba2_shapes, args.dstates, args.mamba1_dim, args.mamba1_dstates = {"tiny": (2, 8)}, (24, 13), 16, (5,)
-        args.configs = ((16, 16, 4), (4, 8, 1), (4, 8, 1, 1), (4, 8, 1, 1, 8), (4, 8, 1, 0, 8, 1))
+        args.configs = ((16, 16, 4), (4, 8, 1), (8, 4, 1))
         args.config_dstates = (13,)
         args.presets, args.uniform, args.calib_rows, args.calib_len = ("mamba2-tiny",), (20,), 2, 32
-        args.probe_dstates, args.probe_configs, args.layers = (24, 13), ((8, 32, 1), "split"), {"tiny": 2}
+        args.probe_dstates, args.layers = (24, 13), {"tiny": 2}
+        args.probes = ((8, 32, 1), "perfmamba.ops.selective_scan:selective_state_update_ref")
         args.ssd_dstates, args.ssd_batch, args.ssd_len = (24, 16), 1, 64
         args.baseline, args.ssd_baseline = "reference", "reference"
         args.ssd_padded = "reference_padded"
         ops.register("ssd_scan", "reference_padded", ssd_padded.pad_ssd_scan(ops.ssd_scan_ref))
         autoselect.register_fastest("selective_state_update", ("reference", "triton"), mutated=(0,), reps=1)
     if args.configs_arg is not None:
-        args.configs = tuple(tuple(int(v) for v in c.split(",")) for c in args.configs_arg.split(";") if c)
-        if any(not 3 <= len(c) <= 6 or (len(c) > 3 and c[3] not in (0, 1)) or (len(c) > 4 and c[4] < 0)
-               or (len(c) > 5 and c[5] not in (0, 1)) for c in args.configs):
-            raise SystemExit(f"--configs must be 'BLOCK_M,BLOCK_N,warps[,LAG[,ROWS[,SPLIT]]];...' with LAG and "
-                             f"SPLIT 0 or 1 and ROWS >= 0, got {args.configs_arg!r}")
-    if args.probe_configs_arg is not None:
-        args.probe_configs = tuple(c if c == "split" else tuple(int(v) for v in c.split(","))
-                                   for c in args.probe_configs_arg.split(";") if c)
+        args.configs = tuple(parse_configs(args.configs_arg, "--configs"))
+    if args.probes_arg is not None:
+        args.probes = tuple(p if ":" in p else parse_configs(p, "--probes")[0]
+                            for p in args.probes_arg.split(";") if p.strip())
     if args.config_dstates_arg is not None:
         args.config_dstates = tuple(int(v) for v in args.config_dstates_arg.split(","))
-    args.probe_backends = tuple(probe_name(c) for c in args.probe_configs)
+    args.probe_backends = tuple(probe_name(c) for c in args.probes)
     args.model_backends = (args.baseline, "triton", "fastest", *args.probe_backends, "skip")
     args.sections = [s for s in args.sections.split(",") if s]
     unknown = set(args.sections) - set(SECTIONS)

@@ -14,7 +14,7 @@ def tables(doc: dict) -> str:
                    f"({r['triton']['of_bound']:.0%}) | {r['speedup']:.2f}x | {first[r['shape']] / t:.2f}x |")
     configs = doc.get("configs", [])
     names = list(configs[0]["configs"]) if configs else []
-    out += ["", "### Tile sweep (us; config BLOCK_M,BLOCK_N,warps[,LAG[,ROWS[,SPLIT]]])", "",
+    out += ["", "### Tile sweep (us; config BLOCK_M,BLOCK_N,warps)", "",
             f"| shape | N' | {' | '.join(names)} | {base} |", "|---|---:|" + "---:|" * (len(names) + 1)]
     for r in configs:
         times = " | ".join(f"{r['configs'][n]['median_s'] * 1e6:.1f}" for n in names)

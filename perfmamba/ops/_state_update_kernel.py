@@ -1,4 +1,4 @@
-"""The Triton body of `state_update_triton`: one decode step, the state dimension walked in blocks of BLOCK_N.
+"""The Triton body of `state_update_triton`: one decode step, the state dimension walked in strips of BLOCK_N.
 
 Imported only where Triton is installed. The function below is left undecorated: `state_update_triton` applies
 `triton.jit` lazily, once compiled and once interpreted, because Triton decides between the two when the
@@ -6,6 +6,7 @@ decorator runs (from $TRITON_INTERPRET), not when the kernel is launched.
 """
 
 import triton.language as tl
+from triton.runtime.jit import JITFunction
 
 
 def state_update_kernel(
@@ -21,8 +22,7 @@ def state_update_kernel(
     D_sh, D_sm,
     z_sb, z_sh, z_sm,
     o_sb, o_sh, o_sm,
-    DSTATE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, LAG: tl.constexpr,
-    SPLIT_TAIL: tl.constexpr, STATE_ALIGN: tl.constexpr,
+    DSTATE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, STATE_ALIGN: tl.constexpr,
     EVEN_M: tl.constexpr, TIE_HDIM: tl.constexpr, DT_SOFTPLUS: tl.constexpr, HAS_DT_BIAS: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
 ):
@@ -48,14 +48,13 @@ def state_update_kernel(
             # log(1 + e^dt) overflows past ~88; above 20 it equals dt to fp32 precision (mamba-ssm's cut-off).
             dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)
         dA_head = tl.exp(tl.load(A_ptr).to(tl.float32) * dt)
-        dtx = (x * dt)[:, None]
     else:
         dt = tl.load(dt_ptr + pid_b * dt_sb + pid_h * dt_sh + offs_m * dt_sm, mask=mask_m, other=0.0).to(tl.float32)
         if HAS_DT_BIAS:
             dt += tl.load(dt_bias_ptr + pid_h * dtb_sh + offs_m * dtb_sm, mask=mask_m, other=0.0).to(tl.float32)
         if DT_SOFTPLUS:
             dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)
-        dtx = (x * dt)[:, None]
+    dtx = (x * dt)[:, None]
 
     # Row offsets carry their alignment (STATE_ALIGN elements, from the host) so that a pruned N' such as 116
     # still gets vector loads: Triton only infers alignment of 16 from integer arguments by itself.
@@ -63,101 +62,44 @@ def state_update_kernel(
     acc = tl.zeros([BLOCK_M], dtype=tl.float32)
     # DSTATE is a compile-time constant, so the loop unrolls and each strip knows whether it is whole: only the
     # last strip of an N' that is not a multiple of BLOCK_N is masked along N, and bytes and work follow N'.
-    # LAG = 0: strip k is loaded, updated and stored, then strip k + 1 is loaded. The compiler cannot tell that the
-    # next load does not alias the store, so it waits for it: each strip pays a whole memory latency (on the H200
-    # the time went with the number of strips, not their width). LAG = 1 issues strip k + 1's loads before strip
-    # k's update and store: two strips in flight. Iteration n0 loads the strip at n0 and updates the one at
-    # n0 - LAG * BLOCK_N.
-    # SPLIT_TAIL = 1: the loop takes the whole strips only; the columns left over are done after it (below).
-    WHOLE: tl.constexpr = DSTATE - (DSTATE % BLOCK_N) * SPLIT_TAIL
-    for n0 in tl.static_range(0, WHOLE + LAG * BLOCK_N, BLOCK_N):
-        if n0 < WHOLE:
-            offs_n = n0 + tl.arange(0, BLOCK_N)
-            ptrs_in = state_ptr + rows[:, None] + offs_n[None, :] * s_sn
-            A_ptrs = A_ptr + offs_m[:, None] * A_sm + offs_n[None, :] * A_sn
-            if n0 + BLOCK_N <= DSTATE:
-                B_in = tl.load(B_ptr + offs_n * B_sn).to(tl.float32)
-                C_in = tl.load(C_ptr + offs_n * C_sn).to(tl.float32)
-                if EVEN_M:  # Triton refuses `other` without a mask, hence a load of each kind
-                    mask_in = None
-                    s_in = tl.load(ptrs_in).to(tl.float32)
-                    if not TIE_HDIM:
-                        A_in = tl.load(A_ptrs)
-                else:
-                    mask_in = mask_m[:, None]
-                    s_in = tl.load(ptrs_in, mask=mask_in, other=0.0).to(tl.float32)
-                    if not TIE_HDIM:
-                        A_in = tl.load(A_ptrs, mask=mask_in, other=0.0)
+    # Strip k + 1 is loaded after strip k is stored (the compiler cannot tell that they do not alias), and B and C
+    # reach the tile's layout through shared memory before the state is loaded. Other orders were built and timed
+    # on an H200 and lost, or gained nothing in the model's step: the next strip's loads first (session 10), every
+    # load of the program first, and a loop over rows pipelined through shared memory (session 12); so was a
+    # masked tail split into unmasked pieces (session 11). docs/results/state_update.md has the numbers.
+    for n0 in tl.static_range(0, DSTATE, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        ptrs = state_ptr + rows[:, None] + offs_n[None, :] * s_sn
+        A_ptrs = A_ptr + offs_m[:, None] * A_sm + offs_n[None, :] * A_sn
+        if n0 + BLOCK_N <= DSTATE:
+            B = tl.load(B_ptr + offs_n * B_sn).to(tl.float32)
+            C = tl.load(C_ptr + offs_n * C_sn).to(tl.float32)
+            if EVEN_M:  # Triton refuses `other` without a mask, hence a load of each kind
+                mask = None
+                s = tl.load(ptrs).to(tl.float32)
+                if not TIE_HDIM:
+                    A = tl.load(A_ptrs)
             else:
-                mask_n = offs_n < DSTATE
-                mask_in = mask_m[:, None] & mask_n[None, :]
-                B_in = tl.load(B_ptr + offs_n * B_sn, mask=mask_n, other=0.0).to(tl.float32)
-                C_in = tl.load(C_ptr + offs_n * C_sn, mask=mask_n, other=0.0).to(tl.float32)
-                s_in = tl.load(ptrs_in, mask=mask_in, other=0.0).to(tl.float32)
+                mask = mask_m[:, None]
+                s = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
                 if not TIE_HDIM:
-                    A_in = tl.load(A_ptrs, mask=mask_in, other=0.0)
-        if n0 >= LAG * BLOCK_N:
-            # The mask apart: Triton cannot unpack a tuple that holds None (an EVEN_M strip's mask).
-            if LAG == 0:
-                s, B, C, s_ptrs = s_in, B_in, C_in, ptrs_in
-                mask = mask_in
-                if not TIE_HDIM:
-                    A = A_in
-            else:  # the strip the previous iteration loaded (the loop is unrolled: names carry over)
-                s, B, C, s_ptrs = s_prev, B_prev, C_prev, ptrs_prev  # noqa: F821
-                mask = mask_prev  # noqa: F821
-                if not TIE_HDIM:
-                    A = A_prev  # noqa: F821
-            if TIE_HDIM:
-                dA = dA_head
-            else:
-                dA = tl.exp(A.to(tl.float32) * dt[:, None])
-            s = s * dA + B[None, :] * dtx
-            tl.store(s_ptrs, s.to(state_ptr.dtype.element_ty), mask=mask)
-            # y from the fp32 state, before it is rounded to the cache's dtype (as mamba-ssm's kernel does)
-            acc += tl.sum(s * C[None, :], axis=1)
-        if LAG > 0 and n0 < WHOLE:
-            s_prev, B_prev, C_prev, ptrs_prev = s_in, B_in, C_in, ptrs_in  # noqa: F841
-            mask_prev = mask_in  # noqa: F841
+                    A = tl.load(A_ptrs, mask=mask, other=0.0)
+        else:
+            mask_n = offs_n < DSTATE
+            mask = mask_m[:, None] & mask_n[None, :]
+            B = tl.load(B_ptr + offs_n * B_sn, mask=mask_n, other=0.0).to(tl.float32)
+            C = tl.load(C_ptr + offs_n * C_sn, mask=mask_n, other=0.0).to(tl.float32)
+            s = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
             if not TIE_HDIM:
-                A_prev = A_in  # noqa: F841
-
-    if SPLIT_TAIL:
-        # The columns past the whole strips as pieces of power-of-two widths (116 = 64 + 32 + 16 + 4), none masked
-        # along N: a mask at 116 caps every vector of its strip at 4 elements (Triton's mask analysis is per
-        # tensor), and a masked lane is issued like a loaded one. All pieces are loaded before the first store, so
-        # the tail pays one memory latency, as one strip does. On the H200 it lost to the masked strip wherever it
-        # split one (116: 1.28x slower; each piece loads its own B and C, and narrow pieces leave threads idle), so
-        # it stays an option for sweeps, as LAG does.
-        TAIL: tl.constexpr = DSTATE % BLOCK_N
-        s_t, B_t, C_t, p_t, A_t = (), (), (), (), ()
-        for i in tl.static_range(16):  # bit 15 - i of TAIL (BLOCK_N < 2 ** 16)
-            if (TAIL >> (15 - i)) & 1:
-                offs_n = WHOLE + ((TAIL >> (16 - i)) << (16 - i)) + tl.arange(0, 1 << (15 - i))
-                ptrs = state_ptr + rows[:, None] + offs_n[None, :] * s_sn
-                A_ptrs = A_ptr + offs_m[:, None] * A_sm + offs_n[None, :] * A_sn
-                B_t += (tl.load(B_ptr + offs_n * B_sn).to(tl.float32),)
-                C_t += (tl.load(C_ptr + offs_n * C_sn).to(tl.float32),)
-                p_t += (ptrs,)
-                if EVEN_M:
-                    s_t += (tl.load(ptrs).to(tl.float32),)
-                    if not TIE_HDIM:
-                        A_t += (tl.load(A_ptrs),)
-                else:
-                    s_t += (tl.load(ptrs, mask=mask_m[:, None], other=0.0).to(tl.float32),)
-                    if not TIE_HDIM:
-                        A_t += (tl.load(A_ptrs, mask=mask_m[:, None], other=0.0),)
-        for j in tl.static_range(len(s_t)):
-            if TIE_HDIM:
-                dA = dA_head
-            else:
-                dA = tl.exp(A_t[j].to(tl.float32) * dt[:, None])
-            s = s_t[j] * dA + B_t[j][None, :] * dtx
-            if EVEN_M:
-                tl.store(p_t[j], s.to(state_ptr.dtype.element_ty))
-            else:
-                tl.store(p_t[j], s.to(state_ptr.dtype.element_ty), mask=mask_m[:, None])
-            acc += tl.sum(s * C_t[j][None, :], axis=1)
+                A = tl.load(A_ptrs, mask=mask, other=0.0)
+        if TIE_HDIM:
+            dA = dA_head
+        else:
+            dA = tl.exp(A.to(tl.float32) * dt[:, None])
+        s = s * dA + B[None, :] * dtx
+        tl.store(ptrs, s.to(state_ptr.dtype.element_ty), mask=mask)
+        # y from the fp32 state, before it is rounded to the cache's dtype (as mamba-ssm's kernel does)
+        acc += tl.sum(s * C[None, :], axis=1)
 
     if HAS_D:
         acc += x * tl.load(D_ptr + pid_h * D_sh + offs_m * D_sm, mask=mask_m, other=0.0).to(tl.float32)
@@ -165,3 +107,91 @@ def state_update_kernel(
         z = tl.load(z_ptr + pid_b * z_sb + pid_h * z_sh + offs_m * z_sm, mask=mask_m, other=0.0).to(tl.float32)
         acc *= z * tl.sigmoid(z)
     tl.store(out_ptr + pid_b * o_sb + pid_h * o_sh + offs_m * o_sm, acc.to(out_ptr.dtype.element_ty), mask=mask_m)
+
+
+def _segment_sum(value, start, value_b, start_b):
+    """The combine of a segmented sum (`tl.associative_scan`): a running sum that restarts where `start` is set."""
+    return tl.where(start_b, value_b, value + value_b), start | start_b
+
+
+# Compiled kind whatever $TRITON_INTERPRET says: the compiler needs a JITFunction here, and the interpreter only
+# calls its `.fn`.
+segment_sum = JITFunction(_segment_sum)
+
+
+def state_update_flat_kernel(
+    state_ptr, x_ptr, dt_ptr, dt_bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, out_ptr,
+    dim, heads_per_group,
+    s_sb, s_sh, s_sm, s_sn,
+    x_sb, x_sh, x_sm,
+    dt_sb, dt_sh, dt_sm,
+    dtb_sh, dtb_sm,
+    A_sh, A_sm, A_sn,
+    B_sb, B_sg, B_sn,
+    C_sb, C_sg, C_sn,
+    D_sh, D_sm,
+    z_sb, z_sh, z_sm,
+    o_sb, o_sh, o_sm,
+    DSTATE: tl.constexpr, ROWS: tl.constexpr, FLAT: tl.constexpr, VECTORS: tl.constexpr, NP2: tl.constexpr,
+    RP2: tl.constexpr,
+    EVEN_M: tl.constexpr, TIE_HDIM: tl.constexpr, DT_SOFTPLUS: tl.constexpr, HAS_DT_BIAS: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+):
+    """The same step on a head's state taken as one contiguous run (rows of DSTATE elements, row stride DSTATE):
+    each program updates ROWS whole rows as FLAT >= ROWS * DSTATE consecutive elements, so that every vector
+    and every 32-byte sector it loads and stores is full, however DSTATE divides; y comes from a segmented sum
+    along the run that restarts at each row."""
+    pid_m = tl.program_id(0)
+    pid_b = tl.program_id(1)
+    pid_h = tl.program_id(2)
+    pid_g = pid_h // heads_per_group
+    offs = tl.arange(0, FLAT)
+    row_in = offs // DSTATE
+    col = offs - row_in * DSTATE
+    row = pid_m * ROWS + row_in
+    if EVEN_M:
+        mask = offs < ROWS * DSTATE
+    else:
+        mask = (offs < ROWS * DSTATE) & (row < dim)
+    ptrs = state_ptr + pid_b * s_sb + pid_h * s_sh + pid_m * (ROWS * DSTATE) + offs
+    s = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+    B_ptr += pid_b * B_sb + pid_g * B_sg
+    C_ptr += pid_b * C_sb + pid_g * C_sg
+    if VECTORS:  # B, C and x loaded once as vectors and spread to the run's elements through shared memory
+        offs_n = tl.arange(0, NP2)
+        B = tl.gather(tl.load(B_ptr + offs_n * B_sn, mask=offs_n < DSTATE, other=0.0).to(tl.float32), col, 0)
+        C = tl.gather(tl.load(C_ptr + offs_n * C_sn, mask=offs_n < DSTATE, other=0.0).to(tl.float32), col, 0)
+        offs_r = tl.arange(0, RP2)
+        x_rows = tl.load(x_ptr + pid_b * x_sb + pid_h * x_sh + (pid_m * ROWS + offs_r) * x_sm,
+                         mask=(offs_r < ROWS) & (pid_m * ROWS + offs_r < dim), other=0.0).to(tl.float32)
+        x = tl.gather(x_rows, tl.minimum(row_in, RP2 - 1), 0)
+    else:
+        B = tl.load(B_ptr + col * B_sn, mask=mask, other=0.0).to(tl.float32)
+        C = tl.load(C_ptr + col * C_sn, mask=mask, other=0.0).to(tl.float32)
+        x = tl.load(x_ptr + pid_b * x_sb + pid_h * x_sh + row * x_sm, mask=mask, other=0.0).to(tl.float32)
+    if TIE_HDIM:
+        dt = tl.load(dt_ptr + pid_b * dt_sb + pid_h * dt_sh).to(tl.float32)
+        if HAS_DT_BIAS:
+            dt += tl.load(dt_bias_ptr + pid_h * dtb_sh).to(tl.float32)
+    else:
+        dt = tl.load(dt_ptr + pid_b * dt_sb + pid_h * dt_sh + row * dt_sm, mask=mask, other=0.0).to(tl.float32)
+        if HAS_DT_BIAS:
+            dt += tl.load(dt_bias_ptr + pid_h * dtb_sh + row * dtb_sm, mask=mask, other=0.0).to(tl.float32)
+    if DT_SOFTPLUS:
+        dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)
+    if TIE_HDIM:
+        dA = tl.exp(tl.load(A_ptr + pid_h * A_sh).to(tl.float32) * dt)
+    else:
+        A = tl.load(A_ptr + pid_h * A_sh + row * A_sm + col * A_sn, mask=mask, other=0.0).to(tl.float32)
+        dA = tl.exp(A * dt)
+    s = s * dA + B * (dt * x)
+    tl.store(ptrs, s.to(state_ptr.dtype.element_ty), mask=mask)
+    # y from the fp32 state, before it is rounded to the cache's dtype (as mamba-ssm's kernel does)
+    acc, _ = tl.associative_scan((s * C, col == 0), 0, segment_sum)
+    last = mask & (col == DSTATE - 1)
+    if HAS_D:
+        acc += x * tl.load(D_ptr + pid_h * D_sh + row * D_sm, mask=last, other=0.0).to(tl.float32)
+    if HAS_Z:
+        z = tl.load(z_ptr + pid_b * z_sb + pid_h * z_sh + row * z_sm, mask=last, other=0.0).to(tl.float32)
+        acc *= z * tl.sigmoid(z)
+    tl.store(out_ptr + pid_b * o_sb + pid_h * o_sh + row * o_sm, acc.to(out_ptr.dtype.element_ty), mask=last)

@@ -78,17 +78,18 @@ def unavailable_reason() -> str | None:
 
 
 @functools.cache
-def _kernel(interpret: bool):
-    """The kernel, jitted for the GPU or for the interpreter. `triton.jit` reads $TRITON_INTERPRET when it runs,
-    so the decision is made here, per call, and not by whatever the variable was when this module was imported."""
+def _jitted(interpret: bool, name: str):
+    """A function of the kernel module, jitted for the GPU or for the interpreter. `triton.jit` reads
+    $TRITON_INTERPRET when it runs, so the decision is made here, per call, and not by whatever the variable was
+    when this module was imported."""
     import triton
 
-    from perfmamba.ops._state_update_kernel import state_update_kernel
+    from perfmamba.ops import _state_update_kernel
 
     previous = os.environ.get(INTERPRET_VAR)
     os.environ[INTERPRET_VAR] = "1" if interpret else "0"
     try:
-        return triton.jit(state_update_kernel)
+        return triton.jit(getattr(_state_update_kernel, name))
     finally:
         if previous is None:
             del os.environ[INTERPRET_VAR]
@@ -100,18 +101,16 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
-def default_config(dim: int, dstate: int) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps, LAG) for a state of `dim` rows of `dstate` columns per head. LAG = 1 (the next
-    strip's loads issued before this strip's store) stays an option for sweeps: on the H200 it was 2.5-3.2x slower
-    wherever the last strip is partial."""
+def default_config(dim: int, dstate: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps) for a state of `dim` rows of `dstate` columns per head."""
     if dstate <= 16:
         block_n = _next_pow2(dstate)
-        return min(_next_pow2(dim), max(16, min(128, _next_pow2(TARGET_TILE // block_n)))), block_n, 4, 0
+        return min(_next_pow2(dim), max(16, min(128, _next_pow2(TARGET_TILE // block_n)))), block_n, 4
     if dstate > WIDE_FROM:
         rows, block_n, warps = WIDE_TILE
-        return min(_next_pow2(dim), rows), block_n, warps, 0
+        return min(_next_pow2(dim), rows), block_n, warps
     block_n = 64 if dstate > 48 else 32
-    return min(_next_pow2(dim), STRIP_ELEMENTS // block_n), block_n, STRIP_WARPS, 0
+    return min(_next_pow2(dim), STRIP_ELEMENTS // block_n), block_n, STRIP_WARPS
 
 
 def _alignment(stride: int) -> int:
@@ -132,8 +131,7 @@ def selective_state_update_triton(
 
     Mamba-1: state (b, d, N), x/dt/z (b, d), A (d, N), B/C (b, N), D/dt_bias (d,).
     Mamba-2: state (b, h, p, N), x/dt/z (b, h, p), A (h, p, N), B/C (b, g, N), D/dt_bias (h, p).
-    `config`: (BLOCK_M, BLOCK_N, num_warps[, LAG[, SPLIT_TAIL]]) instead of `default_config`'s (for tuning
-    sweeps). SPLIT_TAIL = 1: the columns past the last whole strip as unmasked pieces of power-of-two widths."""
+    `config`: (BLOCK_M, BLOCK_N, num_warps) instead of `default_config`'s, for tuning sweeps."""
     mamba2 = state.dim() == 4
     if state.dim() not in (3, 4):
         raise ValueError(f"state must be (b, d, N) or (b, h, p, N), got {tuple(state.shape)}")
@@ -159,14 +157,24 @@ def selective_state_update_triton(
     # Mamba-2's per-head dt and A arrive as stride-0 views over the head dimension: load one scalar per head.
     tie = (A.stride(-1) == 0 and A.stride(-2) == 0 and dt.stride(-1) == 0
            and (dt_bias is None or dt_bias.stride(-1) == 0))
-    block_m, block_n, warps, *flags = config or default_config(dim, dstate)
-    if len(flags) > 2 or any(f not in (0, 1) for f in flags):
-        raise ValueError(f"config must be (BLOCK_M, BLOCK_N, num_warps[, LAG in 0, 1[, SPLIT_TAIL in 0, 1]]), "
-                         f"got {config}")
-    lag, split_tail = (*flags, 0, 0)[:2]
+    if config is not None and (len(config) != 3 or any(type(v) is not int or v < 0 for v in config)
+                               or not config[0] or not config[2]):
+        raise ValueError(f"config must be (BLOCK_M, BLOCK_N, num_warps), positive integers (BLOCK_N 0: flat), got "
+                         f"{config}")
+    block_m, block_n, warps = config or default_config(dim, dstate)
+    flat = block_n == 0
+    if flat and (state4.stride(3) != 1 or state4.stride(2) != dstate):
+        raise ValueError(f"the flat kernel (BLOCK_N 0) needs rows of N' contiguous elements, got strides "
+                         f"{state4.stride()}")
     out = torch.empty_like(x)
     zero2, zero3 = (0, 0), (0, 0, 0)
-    launch = _kernel(interpret)[(math.ceil(dim / block_m), batch, nheads)]
+    if flat:
+        launch = _jitted(interpret, "state_update_flat_kernel")[(math.ceil(dim / block_m), batch, nheads)]
+        shape = dict(ROWS=block_m, FLAT=_next_pow2(block_m * dstate), VECTORS=True, NP2=_next_pow2(dstate),
+                     RP2=_next_pow2(block_m))
+    else:
+        launch = _jitted(interpret, "state_update_kernel")[(math.ceil(dim / block_m), batch, nheads)]
+        shape = dict(BLOCK_M=block_m, BLOCK_N=block_n, STATE_ALIGN=_alignment(state4.stride(2)))
     with torch.cuda.device(state.device) if state.is_cuda else contextlib.nullcontext():
         launch(
             state4, x, dt, dt_bias if dt_bias is not None else x, A, B, C, D if D is not None else x,
@@ -174,9 +182,7 @@ def selective_state_update_triton(
             *state4.stride(), *x.stride(), *dt.stride(), *(dt_bias.stride() if dt_bias is not None else zero2),
             *A.stride(), *B.stride(), *C.stride(), *(D.stride() if D is not None else zero2),
             *(z.stride() if z is not None else zero3), *out.stride(),
-            DSTATE=dstate, BLOCK_M=block_m, BLOCK_N=block_n, LAG=lag, SPLIT_TAIL=split_tail,
-            STATE_ALIGN=_alignment(state4.stride(2)),
-            EVEN_M=dim % block_m == 0, TIE_HDIM=tie, DT_SOFTPLUS=bool(dt_softplus),
+            DSTATE=dstate, **shape, EVEN_M=dim % block_m == 0, TIE_HDIM=tie, DT_SOFTPLUS=bool(dt_softplus),
             HAS_DT_BIAS=dt_bias is not None, HAS_D=D is not None, HAS_Z=z is not None, num_warps=warps,
         )
     return out if mamba2 else out.squeeze(1)

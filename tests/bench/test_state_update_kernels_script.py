@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("triton")
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "state_update_kernels.py"
+REF = "perfmamba.ops.selective_scan:selective_state_update_ref"  # the --quick run's plug-in probe
 
 
 def test_quick_run_writes_every_section(tmp_path):
@@ -26,6 +27,8 @@ def test_quick_run_writes_every_section(tmp_path):
     assert doc["copy"]["bandwidth_Bps"] > 0
     assert [(r["shape"], r["dstate"]) for r in doc["kernel"]] == [("tiny", 24), ("tiny", 13), ("mamba1-130m", 5)]
     assert all(r["triton"]["median_s"] > 0 and r["speedup"] > 0 and r["outputs_agree"] for r in doc["kernel"])
+    # the probes, a tile and a plug-in, timed beside ours in the kernel section
+    assert all(set(r["vs_probes"]) == {"triton[8,32,1]", REF} and r[REF]["median_s"] > 0 for r in doc["kernel"])
     # the model's call layout (Mamba2Mixer.step): x/B/C views into rows of d_inner + 2N, dt a stride-0 view into
     # rows of 2 d_inner + 2N + nheads (tiny: nheads 2, headdim 8, d_inner 16)
     layout = {(r["dstate"], r["layout"], r["backend"]): r for r in doc["layout"]}
@@ -38,8 +41,8 @@ def test_quick_run_writes_every_section(tmp_path):
     assert layout[(24, "plain", "triton")]["strides"]["A"] == [1, 0, 0]
     assert layout[(24, "plain A copied", "triton")]["strides"]["A"] == [192, 24, 1]
     assert {(r["dstate"], r["backend"], r["layers"]) for r in doc["chain"]} == {
-        (n, b, 2) for n in (24, 13) for b in ("reference", "triton", "triton[8,32,1]", "triton[split]")}
-    backends = ("reference", "triton", "fastest", "triton[8,32,1]", "triton[split]", "skip")
+        (n, b, 2) for n in (24, 13) for b in ("reference", "triton", "triton[8,32,1]", REF)}
+    backends = ("reference", "triton", "fastest", "triton[8,32,1]", REF, "skip")
     assert {(r["variant"], r["backend"]) for r in doc["model"]} == {
         (v, b) for v in ("dense N=32", "uniform N'=20", "global r=0.5") for b in backends}
     assert all(r["kernel_per_layer_s"] == 0.0 for r in doc["model"] if r["backend"] == "skip")
@@ -48,28 +51,24 @@ def test_quick_run_writes_every_section(tmp_path):
     assert [(r["dstate"], r["padded_to"]) for r in doc["ssd"]] == [(24, 24), (24, 32), (16, 16)]
     assert doc["fastest_choices"] and set(doc["fastest_choices"].values()) <= {"reference", "triton"}
     assert doc["fastest_timings"].keys() == doc["fastest_choices"].keys()
-    # the tile sweep: LAG 1, rows padded to a multiple of 8 (N' = 13 -> rows of 16) and the split tail (13 = 8 + 4
-    # + 1) timed beside the rest
-    assert [(r["dstate"], set(r["configs"])) for r in doc["configs"]] == [
-        (13, {"16,16,4", "4,8,1", "4,8,1,1", "4,8,1,1,8", "4,8,1,0,8,1"})]
+    assert [(r["dstate"], set(r["configs"])) for r in doc["configs"]] == [(13, {"16,16,4", "4,8,1", "8,4,1"})]
     assert "| tiny | 24 |" in run.stdout and "### Prefill scan" in run.stdout and "### Chain" in run.stdout
     assert "| tiny | 13 |" in run.stdout.split("### Tile sweep")[1]  # the sweep's own table
 
 
-def test_padded_rows_keep_the_values_and_align_the_rows():
-    import torch
+@pytest.mark.parametrize(("flag", "value"), [("--configs", "16,64"), ("--configs", "16,64,2,8"),
+                                             ("--configs", "16,-64,2"), ("--configs", "16,x,2"),
+                                             ("--configs", ";"), ("--probes", "16,64,2,8"), ("--probes", "16,64")])
+def test_configs_are_checked_before_anything_runs(flag, value, tmp_path):
     from bench_scripts import load_script
 
-    padded_rows = load_script("state_update_kernels").padded_rows
-    state = torch.randn(2, 3, 4, 116)
-    view = padded_rows(state, 8)
-    assert torch.equal(view, state) and view.stride() == (3 * 4 * 120, 4 * 120, 120, 1)
-    assert padded_rows(state, 4) is state and padded_rows(state, 0) is state  # 116 is a multiple of 4
+    with pytest.raises(SystemExit, match=f"{flag} takes configs 'BLOCK_M,BLOCK_N,warps"):
+        load_script("state_update_kernels").parse_args(["--quick", "--out", str(tmp_path), flag, value])
 
 
-@pytest.mark.parametrize("configs", ["16,64", "16,64,2,2", "16,64,2,1,-8", "16,64,2,1,8,2", "16,64,2,1,8,0,0"])
-def test_configs_are_checked_before_anything_runs(configs, tmp_path):
+def test_probes_take_tiles_and_plug_ins(tmp_path):
     from bench_scripts import load_script
 
-    with pytest.raises(SystemExit, match="--configs must be 'BLOCK_M,BLOCK_N,warps"):
-        load_script("state_update_kernels").parse_args(["--quick", "--out", str(tmp_path), "--configs", configs])
+    args = load_script("state_update_kernels").parse_args(
+        ["--quick", "--out", str(tmp_path), "--probes", f"8,128,1;{REF}"])
+    assert args.probes == ((8, 128, 1), REF) and args.probe_backends == ("triton[8,128,1]", REF)

@@ -120,45 +120,31 @@ def test_matches_reference(case, seed):
 
 
 @interpreted
-@pytest.mark.parametrize("config", [(1, 1, 1), (4, 32, 1), (16, 8, 2), (1, 1, 1, 1), (4, 32, 1, 1), (16, 8, 2, 1),
-                                    (4, 64, 1, 1)])
+@pytest.mark.parametrize("config", [(1, 1, 1), (4, 32, 1), (16, 8, 2), (4, 64, 1), (2, 4, 1)])
 def test_any_block_config(config):
-    """Blocks smaller than the rows or the state (several programs over dim, several N-blocks, a masked tail)
-    and larger than both, with each strip's loads issued after the previous strip's store (LAG 0) or before it
-    (LAG 1): the tiling must not change the result."""
+    """Blocks smaller than the rows or the state (several programs over dim, several strips, a masked tail)
+    and larger than both: the tiling must not change the result."""
     check(*make_inputs("mamba2", 2, 2, 5, 37, 2, seed=1), config=config)
 
 
 @interpreted
 @settings(max_examples=40, deadline=None)
-@given(case=cases(), block_m=st.sampled_from([1, 4, 16]), block_n=st.sampled_from([4, 16, 32, 64]),
+@given(case=cases(), block_m=st.sampled_from([1, 4, 16]), block_n=st.sampled_from([1, 4, 16, 32, 64, 128]),
        seed=st.integers(0, 2**31 - 1))
-def test_lag_one_matches_reference(case, block_m, block_n, seed):
-    """LAG 1 carries each strip's loaded state, B, C, A, mask and pointers into the next iteration: any mix-up
-    of strips there shows as a wrong state or output."""
-    layout, dims, flags, dtype = case
-    check(*make_inputs(layout, **dims, seed=seed, dtype=dtype, **flags), config=(block_m, block_n, 1, 1))
-
-
-@interpreted
-@settings(max_examples=25, deadline=None)
-@given(case=cases(), block_m=st.sampled_from([1, 4, 16]), block_n=st.sampled_from([1, 4, 16, 64, 128]),
-       lag=st.sampled_from([0, 1]), seed=st.integers(0, 2**31 - 1))
 @example(case=("mamba2_tied", dict(batch=1, heads=2, dim=7, dstate=127, groups=1),
                dict(D=True, z=True, dt_bias=True, softplus=True, padded_rows=True), torch.bfloat16),
-         block_m=4, block_n=128, lag=0, seed=0)  # 127 = 64 + 32 + 16 + 8 + 4 + 2 + 1, rows masked
-def test_split_tail_matches_reference(case, block_m, block_n, lag, seed):
-    """SPLIT_TAIL 1 does the columns past the last whole strip as unmasked power-of-two pieces, all loaded before
-    any is stored: a piece at the wrong offset, or paired with another piece's B, C or A, shows as a wrong state
-    or output."""
+         block_m=4, block_n=16, seed=0)  # 8 strips, the last one masked, rows masked
+def test_any_tile_matches_reference(case, block_m, block_n, seed):
+    """Any tile, in any layout: a strip stored at another's offset, updated with another strip's B, C or A, or
+    a row block given another's x, dt, D or z shows as a wrong state or output."""
     layout, dims, flags, dtype = case
-    check(*make_inputs(layout, **dims, seed=seed, dtype=dtype, **flags), config=(block_m, block_n, 1, lag, 1))
+    check(*make_inputs(layout, **dims, seed=seed, dtype=dtype, **flags), config=(block_m, block_n, 1))
 
 
 @interpreted
-@pytest.mark.parametrize("config", [(16, 64, 2, 2), (16, 64, 2, 0, 2), (16, 64, 2, 0, 1, 0)])
-def test_rejects_an_unknown_flag(config):
-    with pytest.raises(ValueError, match=r"LAG in 0, 1\[, SPLIT_TAIL in 0, 1\]\]\), got"):
+@pytest.mark.parametrize("config", [(16, 64), (16, 64, 2, 0), (16, 0, 2), (16, 64, 2.0), (16, 64, True)])
+def test_rejects_a_malformed_config(config):
+    with pytest.raises(ValueError, match=r"config must be \(BLOCK_M, BLOCK_N, num_warps\), positive integers, got"):
         check(*make_inputs("mamba2", 1, 1, 4, 8, 1, seed=0), config=config)
 
 
@@ -195,20 +181,21 @@ def test_cpu_tests_in_a_fresh_process():
 
 
 def test_default_config_follows_dstate():
-    """One strip of 128 columns above N' = 80 (the H200 sweeps' fastest there), strips of 64 or 32 below, no more
-    rows than the head has, and LAG 0 (LAG 1 lost the session-10 sweep)."""
-    assert state_update_triton.default_config(64, 116) == (16, 128, 2, 0)
-    assert state_update_triton.default_config(64, 128) == (16, 128, 2, 0)
-    assert state_update_triton.default_config(64, 88) == (16, 128, 2, 0)
-    assert state_update_triton.default_config(64, 81) == (16, 128, 2, 0)
-    assert state_update_triton.default_config(64, 80) == (16, 64, 2, 0)
-    assert state_update_triton.default_config(64, 68) == (16, 64, 2, 0)
-    assert state_update_triton.default_config(64, 64) == (16, 64, 2, 0)
-    assert state_update_triton.default_config(64, 36) == (32, 32, 2, 0)
-    assert state_update_triton.default_config(64, 12) == (64, 16, 4, 0)
+    """One strip of 128 columns above N' = 80 (the H200 sweeps' fastest there), strips of 64 or 32 below, and no
+    more rows than the head has."""
+    assert state_update_triton.default_config(64, 116) == (16, 128, 2)
+    assert state_update_triton.default_config(64, 128) == (16, 128, 2)
+    assert state_update_triton.default_config(64, 88) == (16, 128, 2)
+    assert state_update_triton.default_config(64, 81) == (16, 128, 2)
+    assert state_update_triton.default_config(64, 80) == (16, 64, 2)
+    assert state_update_triton.default_config(64, 68) == (16, 64, 2)
+    assert state_update_triton.default_config(64, 64) == (16, 64, 2)
+    assert state_update_triton.default_config(64, 36) == (32, 32, 2)
+    assert state_update_triton.default_config(64, 12) == (64, 16, 4)
     assert state_update_triton.default_config(64, 3)[1] == 4
-    assert state_update_triton.default_config(1536, 16) == (128, 16, 4, 0)
+    assert state_update_triton.default_config(1536, 16) == (128, 16, 4)
     assert state_update_triton.default_config(4, 128)[0] == 4
+    assert state_update_triton.default_config(64, 256) == (16, 128, 2)  # two strips
 
 
 CORNERS = (1, 12, 16, 36, 88, 116, 128)
@@ -237,28 +224,16 @@ def test_gpu_corners_in_every_layout(dtype):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("lag", [0, 1])
-def test_gpu_default_tile_at_both_lags(lag):
-    """Compiled: the default tile with each LAG at the corner N' in the model's bf16 Mamba-2 layout, and in
-    Mamba-1's untied layout with a row mask (dim 100)."""
-    for dstate in CORNERS:
-        config = (*state_update_triton.default_config(64, dstate)[:3], lag)
+@pytest.mark.parametrize("config", [None, (8, 32, 2), (16, 16, 1)])
+def test_gpu_many_strips(config):
+    """Compiled: the default and tiles of several strips, at the corner N', global allocation's uneven N' and N'
+    above 128 (Mamba-2 allows 256), in the model's bf16 Mamba-2 layout and in Mamba-1's untied one with a row mask
+    (dim 100)."""
+    for dstate in (*CORNERS, 52, 68, 84, 127, 256):
         check(*make_inputs("mamba2_tied", 3, 4, 64, dstate, 2, seed=dstate, device="cuda", dtype=torch.bfloat16),
               config=config)
         check(*make_inputs("mamba1", 3, 1, 100, dstate, 1, seed=dstate, device="cuda", dtype=torch.bfloat16),
-              config=(*state_update_triton.default_config(100, dstate)[:3], lag))
-
-
-@pytest.mark.gpu
-def test_gpu_split_tail_at_the_corners():
-    """Compiled: the default tile with SPLIT_TAIL 1 at the corner N' and at global allocation's uneven N' (every
-    piece width from 64 down to 1 occurs), in the model's bf16 Mamba-2 layout and Mamba-1's with a row mask."""
-    for dstate in (*CORNERS, 52, 60, 68, 76, 84, 127):
-        config = (*state_update_triton.default_config(64, dstate)[:4], 1)
-        check(*make_inputs("mamba2_tied", 3, 4, 64, dstate, 2, seed=dstate, device="cuda", dtype=torch.bfloat16),
               config=config)
-        check(*make_inputs("mamba1", 3, 1, 100, dstate, 1, seed=dstate, device="cuda", dtype=torch.bfloat16),
-              config=(*state_update_triton.default_config(100, dstate)[:4], 1))
 
 
 @pytest.mark.gpu
