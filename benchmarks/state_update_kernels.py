@@ -311,7 +311,7 @@ def parse_configs(value: str, flag: str) -> list[tuple[int, ...]]:
         out = [tuple(int(v) for v in c.split(",")) for c in value.split(";") if c.strip()]
     except ValueError:
         out = []
-    if not out or any(len(c) != 3 or c[0] < 1 or c[1] < 0 or c[2] < 1 for c in out):  # BLOCK_N 0: the flat kernel
+    if not out or any(len(c) != 3 or min(c) < 1 for c in out):
         raise SystemExit(f"{flag} takes configs 'BLOCK_M,BLOCK_N,warps;...' of positive integers, got {value!r}")
     return out
 

@@ -6,7 +6,6 @@ decorator runs (from $TRITON_INTERPRET), not when the kernel is launched.
 """
 
 import triton.language as tl
-from triton.runtime.jit import JITFunction
 
 
 def state_update_kernel(
@@ -65,8 +64,9 @@ def state_update_kernel(
     # Strip k + 1 is loaded after strip k is stored (the compiler cannot tell that they do not alias), and B and C
     # reach the tile's layout through shared memory before the state is loaded. Other orders were built and timed
     # on an H200 and lost, or gained nothing in the model's step: the next strip's loads first (session 10), every
-    # load of the program first, and a loop over rows pipelined through shared memory (session 12); so was a
-    # masked tail split into unmasked pieces (session 11). docs/results/state_update.md has the numbers.
+    # load of the program first, a loop over rows pipelined through shared memory, and a head's rows taken as one
+    # flat run (session 12); so was a masked tail split into unmasked pieces (session 11).
+    # docs/results/state_update.md has the numbers.
     for n0 in tl.static_range(0, DSTATE, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         ptrs = state_ptr + rows[:, None] + offs_n[None, :] * s_sn
@@ -107,91 +107,3 @@ def state_update_kernel(
         z = tl.load(z_ptr + pid_b * z_sb + pid_h * z_sh + offs_m * z_sm, mask=mask_m, other=0.0).to(tl.float32)
         acc *= z * tl.sigmoid(z)
     tl.store(out_ptr + pid_b * o_sb + pid_h * o_sh + offs_m * o_sm, acc.to(out_ptr.dtype.element_ty), mask=mask_m)
-
-
-def _segment_sum(value, start, value_b, start_b):
-    """The combine of a segmented sum (`tl.associative_scan`): a running sum that restarts where `start` is set."""
-    return tl.where(start_b, value_b, value + value_b), start | start_b
-
-
-# Compiled kind whatever $TRITON_INTERPRET says: the compiler needs a JITFunction here, and the interpreter only
-# calls its `.fn`.
-segment_sum = JITFunction(_segment_sum)
-
-
-def state_update_flat_kernel(
-    state_ptr, x_ptr, dt_ptr, dt_bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, out_ptr,
-    dim, heads_per_group,
-    s_sb, s_sh, s_sm, s_sn,
-    x_sb, x_sh, x_sm,
-    dt_sb, dt_sh, dt_sm,
-    dtb_sh, dtb_sm,
-    A_sh, A_sm, A_sn,
-    B_sb, B_sg, B_sn,
-    C_sb, C_sg, C_sn,
-    D_sh, D_sm,
-    z_sb, z_sh, z_sm,
-    o_sb, o_sh, o_sm,
-    DSTATE: tl.constexpr, ROWS: tl.constexpr, FLAT: tl.constexpr, VECTORS: tl.constexpr, NP2: tl.constexpr,
-    RP2: tl.constexpr,
-    EVEN_M: tl.constexpr, TIE_HDIM: tl.constexpr, DT_SOFTPLUS: tl.constexpr, HAS_DT_BIAS: tl.constexpr,
-    HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-):
-    """The same step on a head's state taken as one contiguous run (rows of DSTATE elements, row stride DSTATE):
-    each program updates ROWS whole rows as FLAT >= ROWS * DSTATE consecutive elements, so that every vector
-    and every 32-byte sector it loads and stores is full, however DSTATE divides; y comes from a segmented sum
-    along the run that restarts at each row."""
-    pid_m = tl.program_id(0)
-    pid_b = tl.program_id(1)
-    pid_h = tl.program_id(2)
-    pid_g = pid_h // heads_per_group
-    offs = tl.arange(0, FLAT)
-    row_in = offs // DSTATE
-    col = offs - row_in * DSTATE
-    row = pid_m * ROWS + row_in
-    if EVEN_M:
-        mask = offs < ROWS * DSTATE
-    else:
-        mask = (offs < ROWS * DSTATE) & (row < dim)
-    ptrs = state_ptr + pid_b * s_sb + pid_h * s_sh + pid_m * (ROWS * DSTATE) + offs
-    s = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
-    B_ptr += pid_b * B_sb + pid_g * B_sg
-    C_ptr += pid_b * C_sb + pid_g * C_sg
-    if VECTORS:  # B, C and x loaded once as vectors and spread to the run's elements through shared memory
-        offs_n = tl.arange(0, NP2)
-        B = tl.gather(tl.load(B_ptr + offs_n * B_sn, mask=offs_n < DSTATE, other=0.0).to(tl.float32), col, 0)
-        C = tl.gather(tl.load(C_ptr + offs_n * C_sn, mask=offs_n < DSTATE, other=0.0).to(tl.float32), col, 0)
-        offs_r = tl.arange(0, RP2)
-        x_rows = tl.load(x_ptr + pid_b * x_sb + pid_h * x_sh + (pid_m * ROWS + offs_r) * x_sm,
-                         mask=(offs_r < ROWS) & (pid_m * ROWS + offs_r < dim), other=0.0).to(tl.float32)
-        x = tl.gather(x_rows, tl.minimum(row_in, RP2 - 1), 0)
-    else:
-        B = tl.load(B_ptr + col * B_sn, mask=mask, other=0.0).to(tl.float32)
-        C = tl.load(C_ptr + col * C_sn, mask=mask, other=0.0).to(tl.float32)
-        x = tl.load(x_ptr + pid_b * x_sb + pid_h * x_sh + row * x_sm, mask=mask, other=0.0).to(tl.float32)
-    if TIE_HDIM:
-        dt = tl.load(dt_ptr + pid_b * dt_sb + pid_h * dt_sh).to(tl.float32)
-        if HAS_DT_BIAS:
-            dt += tl.load(dt_bias_ptr + pid_h * dtb_sh).to(tl.float32)
-    else:
-        dt = tl.load(dt_ptr + pid_b * dt_sb + pid_h * dt_sh + row * dt_sm, mask=mask, other=0.0).to(tl.float32)
-        if HAS_DT_BIAS:
-            dt += tl.load(dt_bias_ptr + pid_h * dtb_sh + row * dtb_sm, mask=mask, other=0.0).to(tl.float32)
-    if DT_SOFTPLUS:
-        dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)
-    if TIE_HDIM:
-        dA = tl.exp(tl.load(A_ptr + pid_h * A_sh).to(tl.float32) * dt)
-    else:
-        A = tl.load(A_ptr + pid_h * A_sh + row * A_sm + col * A_sn, mask=mask, other=0.0).to(tl.float32)
-        dA = tl.exp(A * dt)
-    s = s * dA + B * (dt * x)
-    tl.store(ptrs, s.to(state_ptr.dtype.element_ty), mask=mask)
-    # y from the fp32 state, before it is rounded to the cache's dtype (as mamba-ssm's kernel does)
-    acc, _ = tl.associative_scan((s * C, col == 0), 0, segment_sum)
-    last = mask & (col == DSTATE - 1)
-    if HAS_D:
-        acc += x * tl.load(D_ptr + pid_h * D_sh + row * D_sm, mask=last, other=0.0).to(tl.float32)
-    if HAS_Z:
-        z = tl.load(z_ptr + pid_b * z_sb + pid_h * z_sh + row * z_sm, mask=last, other=0.0).to(tl.float32)
-        acc *= z * tl.sigmoid(z)
-    tl.store(out_ptr + pid_b * o_sb + pid_h * o_sh + row * o_sm, acc.to(out_ptr.dtype.element_ty), mask=last)

@@ -78,18 +78,17 @@ def unavailable_reason() -> str | None:
 
 
 @functools.cache
-def _jitted(interpret: bool, name: str):
-    """A function of the kernel module, jitted for the GPU or for the interpreter. `triton.jit` reads
-    $TRITON_INTERPRET when it runs, so the decision is made here, per call, and not by whatever the variable was
-    when this module was imported."""
+def _kernel(interpret: bool):
+    """The kernel, jitted for the GPU or for the interpreter. `triton.jit` reads $TRITON_INTERPRET when it runs,
+    so the decision is made here, per call, and not by whatever the variable was when this module was imported."""
     import triton
 
-    from perfmamba.ops import _state_update_kernel
+    from perfmamba.ops._state_update_kernel import state_update_kernel
 
     previous = os.environ.get(INTERPRET_VAR)
     os.environ[INTERPRET_VAR] = "1" if interpret else "0"
     try:
-        return triton.jit(getattr(_state_update_kernel, name))
+        return triton.jit(state_update_kernel)
     finally:
         if previous is None:
             del os.environ[INTERPRET_VAR]
@@ -157,24 +156,12 @@ def selective_state_update_triton(
     # Mamba-2's per-head dt and A arrive as stride-0 views over the head dimension: load one scalar per head.
     tie = (A.stride(-1) == 0 and A.stride(-2) == 0 and dt.stride(-1) == 0
            and (dt_bias is None or dt_bias.stride(-1) == 0))
-    if config is not None and (len(config) != 3 or any(type(v) is not int or v < 0 for v in config)
-                               or not config[0] or not config[2]):
-        raise ValueError(f"config must be (BLOCK_M, BLOCK_N, num_warps), positive integers (BLOCK_N 0: flat), got "
-                         f"{config}")
+    if config is not None and (len(config) != 3 or any(type(v) is not int or v < 1 for v in config)):
+        raise ValueError(f"config must be (BLOCK_M, BLOCK_N, num_warps), positive integers, got {config}")
     block_m, block_n, warps = config or default_config(dim, dstate)
-    flat = block_n == 0
-    if flat and (state4.stride(3) != 1 or state4.stride(2) != dstate):
-        raise ValueError(f"the flat kernel (BLOCK_N 0) needs rows of N' contiguous elements, got strides "
-                         f"{state4.stride()}")
     out = torch.empty_like(x)
     zero2, zero3 = (0, 0), (0, 0, 0)
-    if flat:
-        launch = _jitted(interpret, "state_update_flat_kernel")[(math.ceil(dim / block_m), batch, nheads)]
-        shape = dict(ROWS=block_m, FLAT=_next_pow2(block_m * dstate), VECTORS=True, NP2=_next_pow2(dstate),
-                     RP2=_next_pow2(block_m))
-    else:
-        launch = _jitted(interpret, "state_update_kernel")[(math.ceil(dim / block_m), batch, nheads)]
-        shape = dict(BLOCK_M=block_m, BLOCK_N=block_n, STATE_ALIGN=_alignment(state4.stride(2)))
+    launch = _kernel(interpret)[(math.ceil(dim / block_m), batch, nheads)]
     with torch.cuda.device(state.device) if state.is_cuda else contextlib.nullcontext():
         launch(
             state4, x, dt, dt_bias if dt_bias is not None else x, A, B, C, D if D is not None else x,
@@ -182,7 +169,8 @@ def selective_state_update_triton(
             *state4.stride(), *x.stride(), *dt.stride(), *(dt_bias.stride() if dt_bias is not None else zero2),
             *A.stride(), *B.stride(), *C.stride(), *(D.stride() if D is not None else zero2),
             *(z.stride() if z is not None else zero3), *out.stride(),
-            DSTATE=dstate, **shape, EVEN_M=dim % block_m == 0, TIE_HDIM=tie, DT_SOFTPLUS=bool(dt_softplus),
+            DSTATE=dstate, BLOCK_M=block_m, BLOCK_N=block_n, STATE_ALIGN=_alignment(state4.stride(2)),
+            EVEN_M=dim % block_m == 0, TIE_HDIM=tie, DT_SOFTPLUS=bool(dt_softplus),
             HAS_DT_BIAS=dt_bias is not None, HAS_D=D is not None, HAS_Z=z is not None, num_warps=warps,
         )
     return out if mamba2 else out.squeeze(1)
