@@ -139,11 +139,12 @@ def config_section(args, device) -> list[dict]:
         samples = time_interleaved(fns, device, rounds=args.rounds, warmup=args.warmup)
         base = samples.pop(args.baseline)
         best = min(samples, key=lambda k: samples[k].median)
-        rows.append({"shape": shape, "dstate": n, "default": list(state_update_triton.default_config(p, n)),
+        default = state_update_triton.chosen_config(a[0])
+        rows.append({"shape": shape, "dstate": n, "default": list(default),
                      "best": best,
                      "configs": {k: summary(s) for k, s in samples.items()}, args.baseline: summary(base)})
         log(f"configs {shape} N'={n}: best {best} {samples[best].median * 1e6:.1f} us, default "
-            f"{state_update_triton.default_config(p, n)}, {args.baseline} {base.median * 1e6:.1f} us")
+            f"{default}, {args.baseline} {base.median * 1e6:.1f} us")
     return rows
 
 
@@ -306,13 +307,14 @@ def ssd_section(args, device) -> list[dict]:
 
 
 def parse_configs(value: str, flag: str) -> list[tuple[int, ...]]:
-    """'8,128,2;16,64,2' -> [(8, 128, 2), (16, 64, 2)]: our kernel's configs, checked here."""
+    """'8,128,2;8,128,2,1' -> [(8, 128, 2), (8, 128, 2, 1)]: our kernel's configs (a fourth element 1 pairs rows,
+    0 does not; without it the kernel decides), checked here."""
     try:
         out = [tuple(int(v) for v in c.split(",")) for c in value.split(";") if c.strip()]
     except ValueError:
         out = []
-    if not out or any(len(c) != 3 or min(c) < 1 for c in out):
-        raise SystemExit(f"{flag} takes configs 'BLOCK_M,BLOCK_N,warps;...' of positive integers, got {value!r}")
+    if not out or any(len(c) not in (3, 4) or min(c[:3]) < 1 or c[3:] not in ((), (0,), (1,)) for c in out):
+        raise SystemExit(f"{flag} takes configs 'BLOCK_M,BLOCK_N,warps[,pairs 0/1];...', got {value!r}")
     return out
 
 
@@ -323,7 +325,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset to run")
     p.add_argument("--configs", dest="configs_arg", default=None,
-                   help="configs section: 'BLOCK_M,BLOCK_N,warps;...' (default: " + ";".join(
+                   help="configs section: 'BLOCK_M,BLOCK_N,warps[,pairs];...' (default: " + ";".join(
                        ",".join(map(str, c)) for c in CONFIGS) + ")")
     p.add_argument("--config-dstates", dest="config_dstates_arg", default=None,
                    help="configs section: comma-separated N' (default 128,116,88)")

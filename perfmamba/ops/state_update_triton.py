@@ -3,7 +3,8 @@
 mamba-ssm's kernel loads the state as one block of next_power_of_2(N) columns: a pruned N' = 116 pays for 128
 lanes, and its rows (232 bytes) lose the 16-byte alignment its loads were vectorised for. Here the state is walked
 in blocks of BLOCK_N columns, N' is a compile-time constant (one specialisation per N', like mamba-ssm's one per
-power of two), only the last block is masked, and the host passes each row's alignment to the compiler.
+power of two), only the last block is masked, and the host passes each row's alignment to the compiler. Where two
+rows back to back take fewer blocks than two rows apart (`pairs_rows`), the kernel walks them as one.
 Registered as backend "triton" of the op "selective_state_update"; same arguments and results as mamba-ssm's.
 
 On CPU tensors the kernel runs in Triton's interpreter when $TRITON_INTERPRET=1 (how CI tests it).
@@ -100,21 +101,47 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
-def default_config(dim: int, dstate: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps) for a state of `dim` rows of `dstate` columns per head."""
+def default_config(dim: int, dstate: int, pairs: bool = False) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps) for a state of `dim` rows of `dstate` columns per head; with `pairs`, a tile
+    row is two state rows (BLOCK_M counts pairs; the same strips walk the run of 2 * dstate columns)."""
     if dstate <= 16:
         block_n = _next_pow2(dstate)
         return min(_next_pow2(dim), max(16, min(128, _next_pow2(TARGET_TILE // block_n)))), block_n, 4
-    if dstate > WIDE_FROM:
+    if dstate > WIDE_FROM and not pairs:
         rows, block_n, warps = WIDE_TILE
         return min(_next_pow2(dim), rows), block_n, warps
-    block_n = 64 if dstate > 48 else 32
-    return min(_next_pow2(dim), STRIP_ELEMENTS // block_n), block_n, STRIP_WARPS
+    block_n = 128 if dstate > WIDE_FROM else 64 if dstate > 48 else 32
+    rows = dim // 2 if pairs else dim
+    # A masked strip of 64 moves fewer bytes a program: twice the rows keep more in flight (H200 sweeps, sessions
+    # 12 and 13, at 52, 60 and 80: 2-14% faster at 1.3b, from 1% slower to 9% faster at 130m; at a full 64 not).
+    elements = 2 * STRIP_ELEMENTS if block_n == 64 and dstate % 64 and not pairs else STRIP_ELEMENTS
+    return min(_next_pow2(rows), elements // block_n), block_n, STRIP_WARPS
 
 
 def _alignment(stride: int) -> int:
     """The largest power of two (at most 16) dividing `stride`: what every row offset is a multiple of."""
     return 16 if stride == 0 else min(16, stride & -stride)
+
+
+def pairs_rows(state: Tensor) -> bool:
+    """Whether the kernel takes the state's rows two at a time by default: where a row's bytes are not a multiple
+    of 16 but two rows' are (bf16 N' = 4 mod 8), the rows are contiguous and dim is even, and a pair takes fewer
+    strips than two rows do (68 and 76 in strips of 64: 3 strips a pair against 2 a row; 36 and 44 in strips of
+    32). The H200 sweep of session 13 found pairs 3-9% faster there, equal or up to 3% slower where the strips
+    are as many (116, 60, 52, 28): 116's 16-byte vectors did not make it cheaper. Above 128 not measured."""
+    _, _, dim, dstate = state.shape
+    stride, size = state.stride(2), state.element_size()
+    if not (16 < dstate <= 128 and dim % 2 == 0 and state.stride(3) == 1 and stride == dstate
+            and (stride * size) % 16 != 0 and (2 * stride * size) % 16 == 0):
+        return False
+    block_n = default_config(dim, dstate)[1]
+    return math.ceil(2 * dstate / block_n) < 2 * math.ceil(dstate / block_n)
+
+
+def chosen_config(state: Tensor) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, pairs) the kernel runs a (b, h, p, N) state with when given no config."""
+    pairs = pairs_rows(state)
+    return *default_config(state.shape[2], state.shape[3], pairs), int(pairs)
 
 
 def _lift(t: Tensor | None, dims: int, at: int) -> Tensor | None:
@@ -130,7 +157,8 @@ def selective_state_update_triton(
 
     Mamba-1: state (b, d, N), x/dt/z (b, d), A (d, N), B/C (b, N), D/dt_bias (d,).
     Mamba-2: state (b, h, p, N), x/dt/z (b, h, p), A (h, p, N), B/C (b, g, N), D/dt_bias (h, p).
-    `config`: (BLOCK_M, BLOCK_N, num_warps) instead of `default_config`'s, for tuning sweeps."""
+    `config`: (BLOCK_M, BLOCK_N, num_warps) instead of `default_config`'s, and optionally pairs (1: a tile row is
+    two state rows; 0: one) instead of `pairs_rows`'s choice, for tuning sweeps."""
     mamba2 = state.dim() == 4
     if state.dim() not in (3, 4):
         raise ValueError(f"state must be (b, d, N) or (b, h, p, N), got {tuple(state.shape)}")
@@ -156,12 +184,20 @@ def selective_state_update_triton(
     # Mamba-2's per-head dt and A arrive as stride-0 views over the head dimension: load one scalar per head.
     tie = (A.stride(-1) == 0 and A.stride(-2) == 0 and dt.stride(-1) == 0
            and (dt_bias is None or dt_bias.stride(-1) == 0))
-    if config is not None and (len(config) != 3 or any(type(v) is not int or v < 1 for v in config)):
-        raise ValueError(f"config must be (BLOCK_M, BLOCK_N, num_warps), positive integers, got {config}")
-    block_m, block_n, warps = config or default_config(dim, dstate)
+    if config is not None and (len(config) not in (3, 4) or any(type(v) is not int or v < 0 for v in config)
+                               or min(config[:3]) < 1 or config[3:] not in ((), (0,), (1,))):
+        raise ValueError(f"config must be (BLOCK_M, BLOCK_N, num_warps[, pairs 0/1]), positive integers, got {config}")
+    if config is None:
+        block_m, block_n, warps, pairs = chosen_config(state4)
+    else:
+        (block_m, block_n, warps), pairs = config[:3], bool(config[3]) if len(config) == 4 else pairs_rows(state4)
+    if pairs and not (dim % 2 == 0 and state4.stride(2) == dstate * state4.stride(3)):
+        raise ValueError(f"config {config} pairs rows, which needs contiguous rows and an even dim, got state "
+                         f"{tuple(state.shape)} with strides {state.stride()}")
     out = torch.empty_like(x)
     zero2, zero3 = (0, 0), (0, 0, 0)
-    launch = _kernel(interpret)[(math.ceil(dim / block_m), batch, nheads)]
+    tile_rows = dim // 2 if pairs else dim
+    launch = _kernel(interpret)[(math.ceil(tile_rows / block_m), batch, nheads)]
     with torch.cuda.device(state.device) if state.is_cuda else contextlib.nullcontext():
         launch(
             state4, x, dt, dt_bias if dt_bias is not None else x, A, B, C, D if D is not None else x,
@@ -169,8 +205,8 @@ def selective_state_update_triton(
             *state4.stride(), *x.stride(), *dt.stride(), *(dt_bias.stride() if dt_bias is not None else zero2),
             *A.stride(), *B.stride(), *C.stride(), *(D.stride() if D is not None else zero2),
             *(z.stride() if z is not None else zero3), *out.stride(),
-            DSTATE=dstate, BLOCK_M=block_m, BLOCK_N=block_n, STATE_ALIGN=_alignment(state4.stride(2)),
-            EVEN_M=dim % block_m == 0, TIE_HDIM=tie, DT_SOFTPLUS=bool(dt_softplus),
+            DSTATE=dstate, BLOCK_M=block_m, BLOCK_N=block_n, STATE_ALIGN=_alignment(state4.stride(2) * (1 + pairs)),
+            PAIRS=pairs, EVEN_M=tile_rows % block_m == 0, TIE_HDIM=tie, DT_SOFTPLUS=bool(dt_softplus),
             HAS_DT_BIAS=dt_bias is not None, HAS_D=D is not None, HAS_Z=z is not None, num_warps=warps,
         )
     return out if mamba2 else out.squeeze(1)

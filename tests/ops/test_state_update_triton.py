@@ -128,24 +128,54 @@ def test_any_block_config(config):
 
 
 @interpreted
-@settings(max_examples=40, deadline=None)
-@given(case=cases(), block_m=st.sampled_from([1, 4, 16]), block_n=st.sampled_from([1, 4, 16, 32, 64, 128]),
-       seed=st.integers(0, 2**31 - 1))
+@settings(max_examples=60, deadline=None)
+@given(case=cases(), block_m=st.sampled_from([1, 2, 4, 16]), block_n=st.sampled_from([1, 4, 16, 32, 64, 128, 256]),
+       pairs=st.booleans(), seed=st.integers(0, 2**31 - 1))
 @example(case=("mamba2_tied", dict(batch=1, heads=2, dim=7, dstate=127, groups=1),
                dict(D=True, z=True, dt_bias=True, softplus=True, padded_rows=True), torch.bfloat16),
-         block_m=4, block_n=16, seed=0)  # 8 strips, the last one masked, rows masked
-def test_any_tile_matches_reference(case, block_m, block_n, seed):
-    """Any tile, in any layout: a strip stored at another's offset, updated with another strip's B, C or A, or
-    a row block given another's x, dt, D or z shows as a wrong state or output."""
+         block_m=4, block_n=16, pairs=False, seed=0)  # 8 strips, the last one masked, rows masked
+@example(case=("mamba2_tied", dict(batch=1, heads=2, dim=16, dstate=116, groups=1),
+               dict(D=True, z=True, dt_bias=True, softplus=True, padded_rows=False), torch.bfloat16),
+         block_m=8, block_n=64, pairs=True, seed=0)  # paired: strips in the first row, across both, in the second
+@example(case=("mamba1", dict(batch=2, heads=1, dim=4, dstate=12, groups=1),
+               dict(D=True, z=True, dt_bias=True, softplus=True, padded_rows=False), torch.float32),
+         block_m=1, block_n=16, pairs=True, seed=0)  # untied A and dt: a strip across both rows, a masked one
+def test_any_tile_matches_reference(case, block_m, block_n, pairs, seed):
+    """Any tile, rows paired or not, in any layout: a strip stored at another's offset, updated with another
+    strip's B, C or A, a row block given another's x, dt, D or z, or a column given the other row of its pair's,
+    shows as a wrong state or output. Where rows cannot pair (odd dim, padded rows) pairing is refused."""
     layout, dims, flags, dtype = case
-    check(*make_inputs(layout, **dims, seed=seed, dtype=dtype, **flags), config=(block_m, block_n, 1))
+    args, kwargs = make_inputs(layout, **dims, seed=seed, dtype=dtype, **flags)
+    config = (block_m, block_n, 1, int(pairs))
+    if pairs and (dims["dim"] % 2 or flags["padded_rows"]):
+        with pytest.raises(ValueError, match="pairs rows, which needs contiguous rows and an even dim"):
+            check(args, kwargs, config=config)
+    else:
+        check(args, kwargs, config=config)
 
 
 @interpreted
-@pytest.mark.parametrize("config", [(16, 64), (16, 64, 2, 0), (16, 0, 2), (16, 64, 2.0), (16, 64, True)])
+@pytest.mark.parametrize("config", [(16, 64), (16, 64, 2, 2), (16, 64, 2, 0, 1), (16, 0, 2), (16, 64, 2.0),
+                                    (16, 64, True)])
 def test_rejects_a_malformed_config(config):
-    with pytest.raises(ValueError, match=r"config must be \(BLOCK_M, BLOCK_N, num_warps\), positive integers, got"):
+    with pytest.raises(ValueError, match=r"config must be \(BLOCK_M, BLOCK_N, num_warps\[, pairs 0/1\]\), positive"):
         check(*make_inputs("mamba2", 1, 1, 4, 8, 1, seed=0), config=config)
+
+
+@pytest.mark.parametrize(("dstate", "dtype", "padded", "dim", "want"), [
+    (68, torch.bfloat16, False, 64, True), (76, torch.bfloat16, False, 64, True),  # 3 strips of 64 a pair, not 4
+    (36, torch.bfloat16, False, 64, True), (44, torch.bfloat16, False, 64, True),  # 3 strips of 32 a pair, not 4
+    (66, torch.float32, False, 64, True),
+    (116, torch.bfloat16, False, 64, False), (60, torch.bfloat16, False, 64, False),  # as many strips either way
+    (128, torch.bfloat16, False, 64, False), (88, torch.bfloat16, False, 64, False),  # rows already 16-byte
+    (68, torch.float32, False, 64, False), (132, torch.bfloat16, False, 64, False),  # aligned; not measured
+    (68, torch.bfloat16, True, 64, False), (68, torch.bfloat16, False, 7, False),  # not contiguous; odd dim
+    (12, torch.bfloat16, False, 64, False),  # Mamba-1's N: not measured paired
+    (114, torch.bfloat16, False, 64, False),  # two rows of 228 bytes are still not 16-byte aligned
+])
+def test_pairs_rows_only_where_pairs_align(dstate, dtype, padded, dim, want):
+    (state, *_), _ = make_inputs("mamba2_tied", 1, 1, dim, dstate, 1, seed=0, dtype=dtype, padded_rows=padded)
+    assert state_update_triton.pairs_rows(state.unsqueeze(1) if state.dim() == 3 else state) is want
 
 
 @interpreted
@@ -187,8 +217,9 @@ def test_default_config_follows_dstate():
     assert state_update_triton.default_config(64, 128) == (16, 128, 2)
     assert state_update_triton.default_config(64, 88) == (16, 128, 2)
     assert state_update_triton.default_config(64, 81) == (16, 128, 2)
-    assert state_update_triton.default_config(64, 80) == (16, 64, 2)
-    assert state_update_triton.default_config(64, 68) == (16, 64, 2)
+    assert state_update_triton.default_config(64, 80) == (32, 64, 2)  # a masked strip of 64: twice the rows
+    assert state_update_triton.default_config(64, 68) == (32, 64, 2)
+    assert state_update_triton.default_config(64, 52) == (32, 64, 2)
     assert state_update_triton.default_config(64, 64) == (16, 64, 2)
     assert state_update_triton.default_config(64, 36) == (32, 32, 2)
     assert state_update_triton.default_config(64, 12) == (64, 16, 4)
@@ -196,6 +227,16 @@ def test_default_config_follows_dstate():
     assert state_update_triton.default_config(1536, 16) == (128, 16, 4)
     assert state_update_triton.default_config(4, 128)[0] == 4
     assert state_update_triton.default_config(64, 256) == (16, 128, 2)  # two strips
+    assert state_update_triton.default_config(64, 68, pairs=True) == (16, 64, 2)  # 16 pairs, strips of 64
+    assert state_update_triton.default_config(64, 36, pairs=True) == (32, 32, 2)
+    assert state_update_triton.default_config(4, 36, pairs=True)[0] == 2
+
+
+def test_chosen_config_pairs_where_the_sweep_did():
+    (state, *_), _ = make_inputs("mamba2_tied", 1, 2, 64, 68, 1, seed=0, dtype=torch.bfloat16)
+    assert state_update_triton.chosen_config(state) == (16, 64, 2, 1)
+    (state, *_), _ = make_inputs("mamba2_tied", 1, 2, 64, 116, 1, seed=0, dtype=torch.bfloat16)
+    assert state_update_triton.chosen_config(state) == (16, 128, 2, 0)
 
 
 CORNERS = (1, 12, 16, 36, 88, 116, 128)
@@ -224,11 +265,11 @@ def test_gpu_corners_in_every_layout(dtype):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", [None, (8, 32, 2), (16, 16, 1)])
+@pytest.mark.parametrize("config", [None, (8, 32, 2), (16, 16, 1), (8, 128, 2, 1), (4, 64, 1, 1)])
 def test_gpu_many_strips(config):
-    """Compiled: the default and tiles of several strips, at the corner N', global allocation's uneven N' and N'
-    above 128 (Mamba-2 allows 256), in the model's bf16 Mamba-2 layout and in Mamba-1's untied one with a row mask
-    (dim 100)."""
+    """Compiled: the default and tiles of several strips, rows paired or not, at the corner N', global
+    allocation's uneven N' and N' above 128 (Mamba-2 allows 256), in the model's bf16 Mamba-2 layout and in
+    Mamba-1's untied one with a row mask (dim 100)."""
     for dstate in (*CORNERS, 52, 68, 84, 127, 256):
         check(*make_inputs("mamba2_tied", 3, 4, 64, dstate, 2, seed=dstate, device="cuda", dtype=torch.bfloat16),
               config=config)
