@@ -311,9 +311,11 @@ def parse_configs(value: str, flag: str) -> list[tuple[int, ...]]:
     0 does not; without it the kernel decides), checked here."""
     try:
         out = [tuple(int(v) for v in c.split(",")) for c in value.split(";") if c.strip()]
+        for config in out:
+            state_update_triton.check_config(config)
     except ValueError:
         out = []
-    if not out or any(len(c) not in (3, 4) or min(c[:3]) < 1 or c[3:] not in ((), (0,), (1,)) for c in out):
+    if not out:
         raise SystemExit(f"{flag} takes configs 'BLOCK_M,BLOCK_N,warps[,pairs 0/1];...', got {value!r}")
     return out
 

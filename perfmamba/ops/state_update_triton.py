@@ -127,8 +127,9 @@ def pairs_rows(state: Tensor) -> bool:
     """Whether the kernel takes the state's rows two at a time by default: where a row's bytes are not a multiple
     of 16 but two rows' are (bf16 N' = 4 mod 8), the rows are contiguous and dim is even, and a pair takes fewer
     strips than two rows do (68 and 76 in strips of 64: 3 strips a pair against 2 a row; 36 and 44 in strips of
-    32). The H200 sweep of session 13 found pairs 3-9% faster there, equal or up to 3% slower where the strips
-    are as many (116, 60, 52, 28): 116's 16-byte vectors did not make it cheaper. Above 128 not measured."""
+    32). In three H200 calls (session 13) pairs took 3-10% less time there than the unpaired default, and were
+    equal or up to 2.7% slower where the strips are as many (116, 60, 52, 28): 116's 16-byte vectors did not make
+    it cheaper. Above 128 not measured."""
     _, _, dim, dstate = state.shape
     stride, size = state.stride(2), state.element_size()
     if not (16 < dstate <= 128 and dim % 2 == 0 and state.stride(3) == 1 and stride == dstate
@@ -142,6 +143,13 @@ def chosen_config(state: Tensor) -> tuple[int, int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps, pairs) the kernel runs a (b, h, p, N) state with when given no config."""
     pairs = pairs_rows(state)
     return *default_config(state.shape[2], state.shape[3], pairs), int(pairs)
+
+
+def check_config(config: tuple) -> None:
+    """Refuse a `config` that is not (BLOCK_M, BLOCK_N, num_warps[, pairs 0/1]) of positive integers."""
+    if (len(config) not in (3, 4) or any(type(v) is not int or v < 0 for v in config) or min(config[:3]) < 1
+            or tuple(config[3:]) not in ((), (0,), (1,))):
+        raise ValueError(f"config must be (BLOCK_M, BLOCK_N, num_warps[, pairs 0/1]), positive integers, got {config}")
 
 
 def _lift(t: Tensor | None, dims: int, at: int) -> Tensor | None:
@@ -184,9 +192,8 @@ def selective_state_update_triton(
     # Mamba-2's per-head dt and A arrive as stride-0 views over the head dimension: load one scalar per head.
     tie = (A.stride(-1) == 0 and A.stride(-2) == 0 and dt.stride(-1) == 0
            and (dt_bias is None or dt_bias.stride(-1) == 0))
-    if config is not None and (len(config) not in (3, 4) or any(type(v) is not int or v < 0 for v in config)
-                               or min(config[:3]) < 1 or config[3:] not in ((), (0,), (1,))):
-        raise ValueError(f"config must be (BLOCK_M, BLOCK_N, num_warps[, pairs 0/1]), positive integers, got {config}")
+    if config is not None:
+        check_config(config)
     if config is None:
         block_m, block_n, warps, pairs = chosen_config(state4)
     else:
