@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--rounds", type=int, default=15)
     r.add_argument("--budget-s", type=float, default=float("inf"))
     r.add_argument("--variants", default="scan+5%,scan+2%,ssd+5%,ssd+2%",
-                   help="comma-separated, of: " + ", ".join(VARIANTS))
+                   help="comma-separated, of: " + ", ".join(VARIANTS).replace("%", "%%"))  # argparse formats help
     r.add_argument("--launch", default="fork", choices=("fork", "spawn"))
     r.add_argument("--calibration", type=Path, default=None,
                    help="size each variant's extra work by this `calibrate` output (default: p%% of the steps)")

@@ -21,6 +21,13 @@ def test_help_lists_every_subcommand(capsys):
         assert name in out
 
 
+@pytest.mark.parametrize("command", ["info", "profile", "prune", "eval", "train", "compare", "gate"])
+def test_every_subcommand_prints_its_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([command, "--help"])
+    assert e.value.code == 0 and f"usage: perfmamba {command}" in capsys.readouterr().out
+
+
 def test_info_json_names_the_backends(capsys):
     assert cli.main(["info", "--json"]) == 0
     env = json.loads(capsys.readouterr().out)

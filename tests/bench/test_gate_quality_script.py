@@ -88,3 +88,11 @@ def test_analysis_of_a_compact_study_counts_gate_runs(tmp_path):
     assert counts["A/A"]["holm"]["gate_runs"] == 1 and counts["A/A"]["holm"]["exit_1"] == 0
     assert counts["scan+5%"]["holm"]["exit_1"] == 1
     assert counts["scan+5%"]["injected"]["bench::case[b]"] == pytest.approx(0.2, abs=0.01)
+
+
+@pytest.mark.parametrize("command", ["run", "calibrate", "analyse", "compact"])
+def test_every_command_prints_its_help(command, capsys):
+    """argparse %-formats help text, and a variant's name ends in "%": unescaped, `run --help` raised."""
+    with pytest.raises(SystemExit) as e:
+        gq.main([command, "--help"])
+    assert e.value.code == 0 and "usage:" in capsys.readouterr().out
