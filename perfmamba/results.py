@@ -99,20 +99,40 @@ def parse_toml(text: str) -> dict[str, Any]:
     return tomllib.loads(text)  # TOMLDecodeError is a ValueError
 
 
+def _git_tree(cwd: Path) -> tuple[str | None, bool | None]:
+    """(HEAD's commit, whether tracked files differ from it) of the git checkout holding `cwd`; (None, None) where
+    git cannot tell."""
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5,
+                                  check=True).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    head = git("rev-parse", "HEAD")
+    if not head or not head.strip():
+        return None, None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return head.strip(), None if status is None else bool(status.strip())
+
+
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
     """The commit of the perfmamba checkout: $PERFMAMBA_GIT_COMMIT (for copies of a tree without .git), else
     `git rev-parse HEAD`, else None."""
     if os.environ.get("PERFMAMBA_GIT_COMMIT"):
         return os.environ["PERFMAMBA_GIT_COMMIT"]
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-            capture_output=True, text=True, timeout=5, check=True,
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
+    return _git_tree(Path(__file__).resolve().parent)[0]
+
+
+@functools.lru_cache(maxsize=1)
+def git_dirty() -> bool | None:
+    """Whether the checkout's tracked files differ from `git_commit()`: a result measured on uncommitted code, or on
+    a copy of a newer tree over older git metadata, says so. None where git cannot tell or the commit was given by
+    $PERFMAMBA_GIT_COMMIT."""
+    if os.environ.get("PERFMAMBA_GIT_COMMIT"):
         return None
+    return _git_tree(Path(__file__).resolve().parent)[1]
 
 
 def environment() -> dict[str, Any]:
@@ -126,6 +146,7 @@ def environment() -> dict[str, Any]:
     env: dict[str, Any] = {
         "perfmamba": __version__,
         "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": numpy.__version__,
