@@ -117,22 +117,22 @@ def _git_tree(cwd: Path) -> tuple[str | None, bool | None]:
 
 
 @functools.lru_cache(maxsize=1)
+def _checkout() -> tuple[str | None, bool | None]:
+    """`_git_tree` of the perfmamba checkout, asked of git once a process."""
+    return _git_tree(Path(__file__).resolve().parent)
+
+
 def git_commit() -> str | None:
     """The commit of the perfmamba checkout: $PERFMAMBA_GIT_COMMIT (for copies of a tree without .git), else
     `git rev-parse HEAD`, else None."""
-    if os.environ.get("PERFMAMBA_GIT_COMMIT"):
-        return os.environ["PERFMAMBA_GIT_COMMIT"]
-    return _git_tree(Path(__file__).resolve().parent)[0]
+    return os.environ.get("PERFMAMBA_GIT_COMMIT") or _checkout()[0]
 
 
-@functools.lru_cache(maxsize=1)
 def git_dirty() -> bool | None:
     """Whether the checkout's tracked files differ from `git_commit()`: a result measured on uncommitted code, or on
     a copy of a newer tree over older git metadata, says so. None where git cannot tell or the commit was given by
     $PERFMAMBA_GIT_COMMIT."""
-    if os.environ.get("PERFMAMBA_GIT_COMMIT"):
-        return None
-    return _git_tree(Path(__file__).resolve().parent)[1]
+    return None if os.environ.get("PERFMAMBA_GIT_COMMIT") else _checkout()[1]
 
 
 def environment() -> dict[str, Any]:

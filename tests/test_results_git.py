@@ -34,10 +34,4 @@ def test_a_tree_says_its_commit_and_whether_tracked_files_changed(tmp_path):
 
 def test_a_given_commit_leaves_dirtiness_unknown(monkeypatch):
     monkeypatch.setenv("PERFMAMBA_GIT_COMMIT", "abc123")
-    results.git_commit.cache_clear()
-    results.git_dirty.cache_clear()
-    try:
-        assert results.git_commit() == "abc123" and results.git_dirty() is None
-    finally:
-        results.git_commit.cache_clear()
-        results.git_dirty.cache_clear()
+    assert results.git_commit() == "abc123" and results.git_dirty() is None

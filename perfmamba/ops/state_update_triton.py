@@ -123,6 +123,12 @@ def _alignment(stride: int) -> int:
     return 16 if stride == 0 else min(16, stride & -stride)
 
 
+def _pairable(state: Tensor) -> bool:
+    """Whether the kernel can take a (b, h, p, N) state's rows two at a time: an even dim, each row right after the
+    one before it."""
+    return state.shape[2] % 2 == 0 and state.stride(2) == state.shape[3] * state.stride(3)
+
+
 def pairs_rows(state: Tensor) -> bool:
     """Whether the kernel takes the state's rows two at a time by default: where a row's bytes are not a multiple
     of 16 but two rows' are (bf16 N' = 4 mod 8), the rows are contiguous and dim is even, and a pair takes fewer
@@ -132,7 +138,7 @@ def pairs_rows(state: Tensor) -> bool:
     it cheaper. Above 128 not measured."""
     _, _, dim, dstate = state.shape
     stride, size = state.stride(2), state.element_size()
-    if not (16 < dstate <= 128 and dim % 2 == 0 and state.stride(3) == 1 and stride == dstate
+    if not (16 < dstate <= 128 and _pairable(state) and state.stride(3) == 1
             and (stride * size) % 16 != 0 and (2 * stride * size) % 16 == 0):
         return False
     block_n = default_config(dim, dstate)[1]
@@ -198,7 +204,7 @@ def selective_state_update_triton(
         block_m, block_n, warps, pairs = chosen_config(state4)
     else:
         (block_m, block_n, warps), pairs = config[:3], bool(config[3]) if len(config) == 4 else pairs_rows(state4)
-    if pairs and not (dim % 2 == 0 and state4.stride(2) == dstate * state4.stride(3)):
+    if pairs and not _pairable(state4):
         raise ValueError(f"config {config} pairs rows, which needs contiguous rows and an even dim, got state "
                          f"{tuple(state.shape)} with strides {state.stride()}")
     out = torch.empty_like(x)
