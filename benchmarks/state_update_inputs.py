@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import torch
 
+# The Mamba-2 presets' decode-state shapes: (nheads, headdim), d_inner = their product.
+MAMBA2_SHAPES = {"mamba2-130m": (24, 64), "mamba2-1.3b": (64, 64)}
+
 
 def decode_inputs(batch: int, nheads: int, headdim: int, dstate: int, device, dtype, mamba1: bool = False):
     """One decode step's arguments as the models pass them: A, D, dt_bias fp32, activations in `dtype`."""

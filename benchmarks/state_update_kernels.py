@@ -42,7 +42,7 @@ import torch  # noqa: E402
 if __package__ in (None, ""):  # run as a script from a checkout: import the perfmamba beside it, and its helpers
     sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
-from state_update_inputs import decode_inputs, model_layout_inputs, state_bytes, strides  # noqa: E402
+from state_update_inputs import MAMBA2_SHAPES, decode_inputs, model_layout_inputs, state_bytes, strides  # noqa: E402
 from state_update_report import tables  # noqa: E402
 
 from perfmamba import build_model, ops  # noqa: E402
@@ -53,7 +53,6 @@ from perfmamba.timing import configure_process, paired_ratio, time_fn, time_inte
 
 START = time.perf_counter()
 SECTIONS = ("kernel", "configs", "layout", "chain", "model", "ssd")
-MAMBA2_SHAPES = {"mamba2-130m": (24, 64), "mamba2-1.3b": (64, 64)}  # (nheads, headdim), d_inner = their product
 KERNEL_DSTATES = (128, 116, 96, 88, 64, 36, 12)
 MAMBA1_DSTATES = (16, 12, 8, 4)
 CONFIGS = ((16, 16, 4), (32, 16, 4), (64, 16, 4), (32, 32, 4), (64, 32, 8), (128, 16, 8))
@@ -331,6 +330,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        ",".join(map(str, c)) for c in CONFIGS) + ")")
     p.add_argument("--config-dstates", dest="config_dstates_arg", default=None,
                    help="configs section: comma-separated N' (default 128,116,88)")
+    p.add_argument("--dstates", dest="dstates_arg", default=None,
+                   help="kernel section: comma-separated N' of the Mamba-2 shapes (default "
+                        + ",".join(map(str, KERNEL_DSTATES)) + ")")
     p.add_argument("--probes", dest="probes_arg", default=None,
                    help="kernel, chain and model sections: also time our kernel at these configs, "
                         "'BLOCK_M,BLOCK_N,warps;...', or these plug-ins, 'package.module:function' (default: none)")
@@ -364,6 +366,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.probes_arg is not None:
         args.probes = tuple(p if ":" in p else parse_configs(p, "--probes")[0]
                             for p in args.probes_arg.split(";") if p.strip())
+    if args.dstates_arg is not None:
+        args.dstates = tuple(int(v) for v in args.dstates_arg.split(","))
     if args.config_dstates_arg is not None:
         args.config_dstates = tuple(int(v) for v in args.config_dstates_arg.split(","))
     args.probe_backends = tuple(probe_name(c) for c in args.probes)

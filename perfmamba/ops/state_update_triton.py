@@ -210,7 +210,7 @@ def selective_state_update_triton(
     out = torch.empty_like(x)
     zero2, zero3 = (0, 0), (0, 0, 0)
     tile_rows = dim // 2 if pairs else dim
-    launch = _kernel(interpret)[(math.ceil(tile_rows / block_m), batch, nheads)]
+    launch = _kernel(interpret)[(math.ceil(tile_rows / block_m), nheads, batch)]
     with torch.cuda.device(state.device) if state.is_cuda else contextlib.nullcontext():
         launch(
             state4, x, dt, dt_bias if dt_bias is not None else x, A, B, C, D if D is not None else x,

@@ -72,3 +72,11 @@ def test_probes_take_tiles_and_plug_ins(tmp_path):
     args = load_script("state_update_kernels").parse_args(
         ["--quick", "--out", str(tmp_path), "--probes", f"8,128,1;{REF}"])
     assert args.probes == ((8, 128, 1), REF) and args.probe_backends == ("triton[8,128,1]", REF)
+
+
+def test_kernel_section_takes_its_dstates(tmp_path):
+    from bench_scripts import load_script
+
+    script = load_script("state_update_kernels")
+    assert script.parse_args(["--quick", "--out", str(tmp_path)]).dstates == (24, 13)
+    assert script.parse_args(["--quick", "--out", str(tmp_path), "--dstates", "20,12"]).dstates == (20, 12)
