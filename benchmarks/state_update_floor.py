@@ -8,7 +8,9 @@ to read and write the same (b, h, p, N') state once:
 - span: a bare read-modify-write (s * A + C) in which each program takes 16 whole rows as one flat run (16-byte
   vectors, one masked tail): the bytes alone, what a kernel with no row structure reaches;
 - tile: the same arithmetic through the decode kernel's own tiling (`chosen_config`: BLOCK_M rows, or pairs of
-  rows, in strips of BLOCK_N columns, the last one masked; the kernel's grid order);
+  rows, in strips of BLOCK_N columns, the last one masked; the kernel's grid order). It stands for the kernel's
+  memory pattern where the tiling has one strip; with several and a narrow last one (76, 36) this bare RMW ran
+  slower than the kernel itself on an H200 (docs/results/state_update.md, session 14);
 - kernel: the decode kernel itself (backend "triton", its defaults).
 Each is also given against its own time at the widest N' timed (128): proportional cost would be N' / 128.
 Writes DIR/state_floor.json (every sample, environment, git commit) and prints a table.
