@@ -87,8 +87,11 @@ def state_update_kernel(
     # reach the tile's layout through shared memory before the state is loaded. Other orders were built and timed
     # on an H200 and lost, or gained nothing in the model's step: the next strip's loads first (session 10), every
     # load of the program first, a loop over rows pipelined through shared memory, and a head's rows taken as one
-    # flat run (session 12); so was a masked tail split into unmasked pieces (session 11). The x, dt, z and output
-    # offsets are computed at each use: hoisted, they reordered the compiled code and cost 3% at 1.3b N' = 88.
+    # flat run (session 12); so was a masked tail split into unmasked pieces (session 11), and B and C loaded
+    # straight into the tile's layout (session 14). No row tiling measured, TMA boxes included, moves a state of
+    # 116 columns more than 3% faster than one of 128 (session 14): only flat runs of rows do, and the arithmetic
+    # on flat runs cost more than they saved. The x, dt, z and output offsets are computed at each use: hoisted,
+    # they reordered the compiled code and cost 3% at 1.3b N' = 88.
     # docs/results/state_update.md has the numbers.
     for n0 in tl.static_range(0, RUN, BLOCK_N):
         offs_c = n0 + tl.arange(0, BLOCK_N)

@@ -3,24 +3,14 @@ run on the CPU through Triton's interpreter, in a subprocess (the interpreter is
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from bench_scripts import load_script, run_quick
 
 pytest.importorskip("triton")
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "state_update_floor.py"
 
 
 def test_quick_run_times_every_way_on_checked_arithmetic(tmp_path):
-    env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
-    run = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-4000:]
-    doc = json.loads((tmp_path / "state_floor.json").read_text())
+    run, doc = run_quick("state_update_floor", tmp_path, "state_floor.json")
     assert doc["kind"] == "state_update_floor" and "git_commit" in doc["environment"]
     rows = {r["dstate"]: r for r in doc["rows"]}
     assert set(rows) == {34, 13} and all(r["shape"] == "tiny" for r in rows.values())
@@ -36,7 +26,5 @@ def test_quick_run_times_every_way_on_checked_arithmetic(tmp_path):
 
 @pytest.mark.parametrize("value", ["x", "64,0", ""])
 def test_bad_dstates_are_refused(value, tmp_path):
-    from bench_scripts import load_script
-
     with pytest.raises(SystemExit):
         load_script("state_update_floor").parse_args(["--quick", "--out", str(tmp_path), "--dstates", value])

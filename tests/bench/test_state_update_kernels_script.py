@@ -4,25 +4,15 @@ chosen before the process first imports triton."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from bench_scripts import load_script, run_quick
 
 pytest.importorskip("triton")
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "state_update_kernels.py"
 REF = "perfmamba.ops.selective_scan:selective_state_update_ref"  # the --quick run's plug-in probe
 
 
 def test_quick_run_writes_every_section(tmp_path):
-    env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
-    run = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-4000:]
-    doc = json.loads((tmp_path / "state_update.json").read_text())
+    run, doc = run_quick("state_update_kernels", tmp_path, "state_update.json")
     assert doc["kind"] == "state_update_kernels" and "git_commit" in doc["environment"]
     assert doc["copy"]["bandwidth_Bps"] > 0
     assert [(r["shape"], r["dstate"]) for r in doc["kernel"]] == [("tiny", 24), ("tiny", 13), ("mamba1-130m", 5)]
@@ -60,23 +50,17 @@ def test_quick_run_writes_every_section(tmp_path):
                                              ("--configs", "16,-64,2"), ("--configs", "16,x,2"),
                                              ("--configs", ";"), ("--probes", "16,64,2,8"), ("--probes", "16,64")])
 def test_configs_are_checked_before_anything_runs(flag, value, tmp_path):
-    from bench_scripts import load_script
-
     with pytest.raises(SystemExit, match=f"{flag} takes configs 'BLOCK_M,BLOCK_N,warps"):
         load_script("state_update_kernels").parse_args(["--quick", "--out", str(tmp_path), flag, value])
 
 
 def test_probes_take_tiles_and_plug_ins(tmp_path):
-    from bench_scripts import load_script
-
     args = load_script("state_update_kernels").parse_args(
         ["--quick", "--out", str(tmp_path), "--probes", f"8,128,1;{REF}"])
     assert args.probes == ((8, 128, 1), REF) and args.probe_backends == ("triton[8,128,1]", REF)
 
 
 def test_kernel_section_takes_its_dstates(tmp_path):
-    from bench_scripts import load_script
-
     script = load_script("state_update_kernels")
     assert script.parse_args(["--quick", "--out", str(tmp_path)]).dstates == (24, 13)
     assert script.parse_args(["--quick", "--out", str(tmp_path), "--dstates", "20,12"]).dstates == (20, 12)
