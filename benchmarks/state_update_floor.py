@@ -33,7 +33,7 @@ import triton.language as tl  # noqa: E402
 if __package__ in (None, ""):  # run as a script from a checkout: import the perfmamba beside it, and its helpers
     sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
-from state_update_inputs import MAMBA2_SHAPES, decode_inputs  # noqa: E402
+from state_update_inputs import MAMBA2_SHAPES, decode_inputs, parse_dstates  # noqa: E402
 
 from perfmamba.ops import state_update_triton as su  # noqa: E402
 from perfmamba.results import write_json  # noqa: E402
@@ -137,12 +137,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--dstates", default=",".join(map(str, DSTATES)), help="comma-separated N'")
     args = p.parse_args(argv)
-    try:
-        args.dstates = tuple(int(v) for v in args.dstates.split(","))
-    except ValueError:
-        p.error(f"--dstates takes comma-separated integers, got {args.dstates!r}")
-    if any(n < 1 for n in args.dstates):
-        p.error(f"--dstates must be positive, got {args.dstates}")
+    args.dstates = parse_dstates(args.dstates, "--dstates")
     args.device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     if args.device.type != "cuda" and not args.quick:
         p.error("no CUDA device: run with --quick for the CPU smoke run")

@@ -1,5 +1,6 @@
-"""The decode step's inputs for benchmarks/state_update_kernels.py: laid out as the models pass them, as the
-model's own call lays them out (views into the projections' outputs)."""
+"""The decode step's inputs for benchmarks/state_update_kernels.py and state_update_floor.py: laid out as the
+models pass them, as the model's own call lays them out (views into the projections' outputs); the shapes and the
+N' they are timed at."""
 
 from __future__ import annotations
 
@@ -7,6 +8,17 @@ import torch
 
 # The Mamba-2 presets' decode-state shapes: (nheads, headdim), d_inner = their product.
 MAMBA2_SHAPES = {"mamba2-130m": (24, 64), "mamba2-1.3b": (64, 64)}
+
+
+def parse_dstates(value: str, flag: str) -> tuple[int, ...]:
+    """A command line's '128,116' -> (128, 116): positive N', or SystemExit naming the flag."""
+    try:
+        out = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        out = ()
+    if not out or min(out) < 1:
+        raise SystemExit(f"{flag} takes positive N' separated by commas, got {value!r}")
+    return out
 
 
 def decode_inputs(batch: int, nheads: int, headdim: int, dstate: int, device, dtype, mamba1: bool = False):

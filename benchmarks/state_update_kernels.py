@@ -42,7 +42,7 @@ import torch  # noqa: E402
 if __package__ in (None, ""):  # run as a script from a checkout: import the perfmamba beside it, and its helpers
     sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
-from state_update_inputs import MAMBA2_SHAPES, decode_inputs, model_layout_inputs, state_bytes, strides  # noqa: E402
+from state_update_inputs import MAMBA2_SHAPES, decode_inputs, model_layout_inputs, parse_dstates, state_bytes, strides  # noqa: E402
 from state_update_report import tables  # noqa: E402
 
 from perfmamba import build_model, ops  # noqa: E402
@@ -367,9 +367,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.probes = tuple(p if ":" in p else parse_configs(p, "--probes")[0]
                             for p in args.probes_arg.split(";") if p.strip())
     if args.dstates_arg is not None:
-        args.dstates = tuple(int(v) for v in args.dstates_arg.split(","))
+        args.dstates = parse_dstates(args.dstates_arg, "--dstates")
     if args.config_dstates_arg is not None:
-        args.config_dstates = tuple(int(v) for v in args.config_dstates_arg.split(","))
+        args.config_dstates = parse_dstates(args.config_dstates_arg, "--config-dstates")
     args.probe_backends = tuple(probe_name(c) for c in args.probes)
     args.model_backends = (args.baseline, "triton", "fastest", *args.probe_backends, "skip")
     args.sections = [s for s in args.sections.split(",") if s]

@@ -26,5 +26,5 @@ def test_quick_run_times_every_way_on_checked_arithmetic(tmp_path):
 
 @pytest.mark.parametrize("value", ["x", "64,0", ""])
 def test_bad_dstates_are_refused(value, tmp_path):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="--dstates takes positive N' separated by commas"):
         load_script("state_update_floor").parse_args(["--quick", "--out", str(tmp_path), "--dstates", value])

@@ -64,3 +64,10 @@ def test_kernel_section_takes_its_dstates(tmp_path):
     script = load_script("state_update_kernels")
     assert script.parse_args(["--quick", "--out", str(tmp_path)]).dstates == (24, 13)
     assert script.parse_args(["--quick", "--out", str(tmp_path), "--dstates", "20,12"]).dstates == (20, 12)
+
+
+@pytest.mark.parametrize("flag", ["--dstates", "--config-dstates"])
+@pytest.mark.parametrize("value", ["x", "64,0", ""])
+def test_bad_dstates_are_refused_in_one_line(flag, value, tmp_path):
+    with pytest.raises(SystemExit, match=f"{flag} takes positive N' separated by commas"):
+        load_script("state_update_kernels").parse_args(["--quick", "--out", str(tmp_path), flag, value])
