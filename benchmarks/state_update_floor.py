@@ -71,11 +71,12 @@ def tile_rmw(ptr, s_sb, s_sh, s_sm, RUN: tl.constexpr, BLOCK_M: tl.constexpr, BL
             tl.store(ptrs, (s * A + C).to(ptr.dtype.element_ty), mask=mask)
 
 
-def rmw_calls(state: torch.Tensor) -> dict:
-    """The span and tile read-modify-writes of a contiguous (b, h, p, N) state, as callables."""
+def rmw_calls(state: torch.Tensor, config: tuple[int, int, int, int]) -> dict:
+    """The span and tile read-modify-writes of a contiguous (b, h, p, N) state, as callables; the tile's walk is
+    the kernel's at `config` (BLOCK_M, BLOCK_N, num_warps, pairs)."""
     b, h, p, n = state.shape
     span = SPAN_ROWS * n
-    bm, bn, warps, pairs = su.chosen_config(state)
+    bm, bn, warps, pairs = config
     rows, run = (p // 2, 2 * n) if pairs else (p, n)  # a paired tile row is two state rows back to back
     if rows % bm or (b * h * p) % SPAN_ROWS:
         raise ValueError(f"state {tuple(state.shape)}: {rows} tile rows not a multiple of BLOCK_M {bm}, or "
@@ -91,7 +92,8 @@ def rmw_calls(state: torch.Tensor) -> dict:
 
 def measure(args, name: str, heads: int, headdim: int, n: int) -> dict:
     (state, *rest), kw = decode_inputs(args.batch, heads, headdim, n, args.device, args.dtype)
-    calls = rmw_calls(state)
+    config = su.chosen_config(state)
+    calls = rmw_calls(state, config)
     agree = {}
     for what, call in calls.items():  # each must do the arithmetic on every element before its time means anything
         before = state.clone()
@@ -102,7 +104,7 @@ def measure(args, name: str, heads: int, headdim: int, n: int) -> dict:
     calls["kernel"] = lambda: su.selective_state_update_triton(state, *rest, **kw)
     samples = time_interleaved(calls, args.device, rounds=args.rounds, warmup=args.warmup)
     nbytes = 2 * state.numel() * state.element_size()
-    row = {"shape": name, "dstate": n, "bytes": nbytes, "config": list(su.chosen_config(state)), "rmw_agrees": agree,
+    row = {"shape": name, "dstate": n, "bytes": nbytes, "config": list(config), "rmw_agrees": agree,
            **{k: {**s.summary(), "samples_s": list(s.seconds), "bandwidth_Bps": nbytes / s.median}
               for k, s in samples.items()}}
     print(f"{name} N'={n}: " + ", ".join(f"{k} {s.median * 1e6:.1f} us" for k, s in samples.items())
@@ -135,16 +137,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="directory for state_floor.json")
     p.add_argument("--quick", action="store_true", help="CPU smoke run: Triton's interpreter, tiny shapes, 1 round")
     p.add_argument("--rounds", type=int, default=15)
-    p.add_argument("--dstates", default=",".join(map(str, DSTATES)), help="comma-separated N'")
+    p.add_argument("--dstates", default=None, help="comma-separated N' (default " + ",".join(map(str, DSTATES))
+                   + "; with --quick 34,13)")
     args = p.parse_args(argv)
-    args.dstates = parse_dstates(args.dstates, "--dstates")
+    given = None if args.dstates is None else parse_dstates(args.dstates, "--dstates")
     args.device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     if args.device.type != "cuda" and not args.quick:
         p.error("no CUDA device: run with --quick for the CPU smoke run")
-    args.shapes, args.batch, args.dtype, args.warmup = MAMBA2_SHAPES, 64, torch.bfloat16, 2
-    if args.quick:
+    args.shapes, args.batch, args.dtype, args.warmup, args.dstates = MAMBA2_SHAPES, 64, torch.bfloat16, 2, DSTATES
+    if args.quick:  # 34 in fp32 takes rows in pairs
         args.shapes, args.batch, args.dtype, args.warmup, args.rounds = {"tiny": (2, 32)}, 2, torch.float32, 0, 1
-        args.dstates = args.dstates if "--dstates" in (argv or sys.argv) else (34, 13)  # 34: rows in pairs
+        args.dstates = (34, 13)
+    args.dstates = given or args.dstates
     return args
 
 

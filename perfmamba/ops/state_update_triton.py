@@ -198,11 +198,10 @@ def selective_state_update_triton(
     # Mamba-2's per-head dt and A arrive as stride-0 views over the head dimension: load one scalar per head.
     tie = (A.stride(-1) == 0 and A.stride(-2) == 0 and dt.stride(-1) == 0
            and (dt_bias is None or dt_bias.stride(-1) == 0))
-    if config is not None:
-        check_config(config)
     if config is None:
         block_m, block_n, warps, pairs = chosen_config(state4)
     else:
+        check_config(config)
         (block_m, block_n, warps), pairs = config[:3], bool(config[3]) if len(config) == 4 else pairs_rows(state4)
     if pairs and not _pairable(state4):
         raise ValueError(f"config {config} pairs rows, which needs contiguous rows and an even dim, got state "

@@ -28,3 +28,10 @@ def test_quick_run_times_every_way_on_checked_arithmetic(tmp_path):
 def test_bad_dstates_are_refused(value, tmp_path):
     with pytest.raises(SystemExit, match="--dstates takes positive N' separated by commas"):
         load_script("state_update_floor").parse_args(["--quick", "--out", str(tmp_path), "--dstates", value])
+
+
+@pytest.mark.parametrize("flags", [["--dstates", "20,12"], ["--dstates=20,12"]])
+def test_given_dstates_hold_in_the_quick_run_too(flags, tmp_path):
+    script = load_script("state_update_floor")
+    assert script.parse_args(["--quick", "--out", str(tmp_path)]).dstates == (34, 13)
+    assert script.parse_args(["--quick", "--out", str(tmp_path), *flags]).dstates == (20, 12)
