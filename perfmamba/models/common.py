@@ -14,6 +14,8 @@ from perfmamba import ops
 
 Path = Literal["auto", "unfused", "fused"]
 PATHS: tuple[str, ...] = ("auto", "unfused", "fused")
+StateLayout = Literal["rows", "columns"]
+STATE_LAYOUTS: tuple[str, ...] = ("rows", "columns")
 
 
 @dataclass
@@ -21,11 +23,20 @@ class LayerCache:
     """One layer's decode state: the last d_conv conv inputs and the SSM state h."""
 
     conv_state: Tensor  # (b, conv channels, d_conv)
-    ssm_state: Tensor  # Mamba-1 (b, d_inner, N); Mamba-2 (b, nheads, headdim, N)
+    ssm_state: Tensor  # Mamba-1 (b, d_inner, N); Mamba-2 (b, nheads, headdim, N); stored as `state_zeros` says
 
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.conv_state, self.ssm_state))
+
+
+def state_zeros(shape: tuple[int, ...], layout: str, **kwargs) -> Tensor:
+    """A zero SSM state of `shape` (..., channels, N). "rows": N contiguous, as mamba-ssm allocates it; "columns":
+    stored (..., N, channels) and returned as the same-shaped view, so that every kernel and copy takes it
+    unchanged and the decode kernel walks it with whole rows of channels (`state_update_triton.columns`)."""
+    if layout == "columns":
+        return torch.zeros(*shape[:-2], shape[-1], shape[-2], **kwargs).transpose(-1, -2)
+    return torch.zeros(*shape, **kwargs)
 
 
 class RMSNorm(nn.Module):
@@ -84,6 +95,7 @@ class MixerBase(nn.Module):
     production kernel (CUDA only); "auto" takes the fused kernel where mamba-ssm does (CUDA tensors, kernels
     installed, no decode cache being filled) and the unfused ops otherwise.
     `backend`: passed to every op ("auto", "reference", "cuda" or a plug-in name).
+    `state_layout`: how `allocate_cache` stores the SSM state (`state_zeros`): "rows" (mamba-ssm's) or "columns".
     """
 
     version: int
@@ -93,6 +105,7 @@ class MixerBase(nn.Module):
         super().__init__()
         self.path: Path = "auto"
         self.backend: str = "auto"
+        self.state_layout: StateLayout = "rows"
 
     def use_fused(self, hidden: Tensor, cache: LayerCache | None) -> bool:
         if self.path == "unfused":

@@ -1,6 +1,8 @@
-"""The Triton body of `state_update_triton`: one decode step, the state dimension walked in strips of BLOCK_N.
+"""The Triton bodies of `state_update_triton`: one decode step, the state dimension walked in strips of BLOCK_N;
+`state_update_kernel` for mamba-ssm's state layout (N contiguous), `state_update_columns_kernel` for one stored
+with the head's channels contiguous.
 
-Imported only where Triton is installed. The function below is left undecorated: `state_update_triton` applies
+Imported only where Triton is installed. The functions below are left undecorated: `state_update_triton` applies
 `triton.jit` lazily, once compiled and once interpreted, because Triton decides between the two when the
 decorator runs (from $TRITON_INTERPRET), not when the kernel is launched.
 """
@@ -162,3 +164,96 @@ def state_update_kernel(
             acc2 *= z2.to(tl.float32) * tl.sigmoid(z2.to(tl.float32))
         tl.store(out_ptr + pid_b * o_sb + pid_h * o_sh + (rows + 1) * o_sm, acc2.to(out_ptr.dtype.element_ty),
                  mask=mask_m)
+
+
+def state_update_columns_kernel(
+    state_ptr, x_ptr, dt_ptr, dt_bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, out_ptr,
+    dim, heads_per_group,
+    s_sb, s_sh, s_sm, s_sn,
+    x_sb, x_sh, x_sm,
+    dt_sb, dt_sh, dt_sm,
+    dtb_sh, dtb_sm,
+    A_sh, A_sm, A_sn,
+    B_sb, B_sg, B_sn,
+    C_sb, C_sg, C_sn,
+    D_sh, D_sm,
+    z_sb, z_sh, z_sm,
+    o_sb, o_sh, o_sm,
+    DSTATE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, STATE_ALIGN: tl.constexpr,
+    PAIRS: tl.constexpr, EVEN_M: tl.constexpr, TIE_HDIM: tl.constexpr, DT_SOFTPLUS: tl.constexpr,
+    HAS_DT_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+):
+    # The same step for a state stored (b, h, N, p) -- headdim contiguous, passed as the (b, h, p, N) view: the tile
+    # is BLOCK_N state indices by BLOCK_M channels, each of its rows one contiguous stretch of channels whatever N'
+    # is, so a masked last strip drops whole rows (whole cache lines) and the bytes follow N' exactly. Same
+    # arguments as `state_update_kernel` (STATE_ALIGN and PAIRS unused): one launch serves both layouts.
+    pid_m = tl.program_id(0)
+    pid_h = tl.program_id(1)
+    pid_b = tl.program_id(2)
+    pid_g = pid_h // heads_per_group
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask_m = offs_m < dim
+
+    state_ptr += pid_b * s_sb + pid_h * s_sh
+    B_ptr += pid_b * B_sb + pid_g * B_sg
+    C_ptr += pid_b * C_sb + pid_g * C_sg
+    A_ptr += pid_h * A_sh
+
+    x = tl.load(x_ptr + pid_b * x_sb + pid_h * x_sh + offs_m * x_sm, mask=mask_m, other=0.0).to(tl.float32)
+    if TIE_HDIM:
+        dt = tl.load(dt_ptr + pid_b * dt_sb + pid_h * dt_sh).to(tl.float32)
+        if HAS_DT_BIAS:
+            dt += tl.load(dt_bias_ptr + pid_h * dtb_sh).to(tl.float32)
+    else:
+        dt = tl.load(dt_ptr + pid_b * dt_sb + pid_h * dt_sh + offs_m * dt_sm, mask=mask_m, other=0.0).to(tl.float32)
+        if HAS_DT_BIAS:
+            dt += tl.load(dt_bias_ptr + pid_h * dtb_sh + offs_m * dtb_sm, mask=mask_m, other=0.0).to(tl.float32)
+    if DT_SOFTPLUS:
+        dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)
+    if TIE_HDIM:
+        dA_head = tl.exp(tl.load(A_ptr).to(tl.float32) * dt)
+    dtx = (x * dt)[None, :]
+
+    # y is accumulated per element and summed over the state indices once, after the last strip: a sum per strip
+    # would cross threads (and warps) at every strip.
+    acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    for n0 in tl.static_range(0, DSTATE, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        ptrs = state_ptr + offs_n[:, None] * s_sn + offs_m[None, :] * s_sm
+        A_ptrs = A_ptr + offs_n[:, None] * A_sn + offs_m[None, :] * A_sm
+        if n0 + BLOCK_N <= DSTATE:
+            B = tl.load(B_ptr + offs_n * B_sn).to(tl.float32)
+            C = tl.load(C_ptr + offs_n * C_sn).to(tl.float32)
+            if EVEN_M:
+                mask = None
+                s = tl.load(ptrs).to(tl.float32)
+                if not TIE_HDIM:
+                    A = tl.load(A_ptrs)
+            else:
+                mask = mask_m[None, :]
+                s = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+                if not TIE_HDIM:
+                    A = tl.load(A_ptrs, mask=mask, other=0.0)
+        else:
+            mask_n = offs_n < DSTATE
+            mask = mask_n[:, None] & mask_m[None, :]
+            B = tl.load(B_ptr + offs_n * B_sn, mask=mask_n, other=0.0).to(tl.float32)
+            C = tl.load(C_ptr + offs_n * C_sn, mask=mask_n, other=0.0).to(tl.float32)
+            s = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+            if not TIE_HDIM:
+                A = tl.load(A_ptrs, mask=mask, other=0.0)
+        if TIE_HDIM:
+            dA = dA_head
+        else:
+            dA = tl.exp(A.to(tl.float32) * dt[None, :])
+        s = s * dA + B[:, None] * dtx
+        tl.store(ptrs, s.to(state_ptr.dtype.element_ty), mask=mask)
+        acc += s * C[:, None]  # from the fp32 state, as in `state_update_kernel`
+    y = tl.sum(acc, axis=0)
+
+    if HAS_D:
+        y += x * tl.load(D_ptr + pid_h * D_sh + offs_m * D_sm, mask=mask_m, other=0.0).to(tl.float32)
+    if HAS_Z:
+        z = tl.load(z_ptr + pid_b * z_sb + pid_h * z_sh + offs_m * z_sm, mask=mask_m, other=0.0).to(tl.float32)
+        y *= z * tl.sigmoid(z)
+    tl.store(out_ptr + pid_b * o_sb + pid_h * o_sh + offs_m * o_sm, y.to(out_ptr.dtype.element_ty), mask=mask_m)

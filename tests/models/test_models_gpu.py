@@ -35,9 +35,11 @@ def test_matches_mamba_ssm_lm_head_model(version, d_state):
 
 
 @pytest.mark.parametrize("version", [1, 2])
-def test_cuda_decoding_equals_parallel_forward(version):
+@pytest.mark.parametrize("state_layout", ["rows", "columns"])
+def test_cuda_decoding_equals_parallel_forward(version, state_layout):
+    """Each decode step through the kernel "auto" picks, the SSM state stored either way."""
     cfg = CONFIGS[version]
-    model = build_model(cfg, device="cuda", seed=0).configure(path="unfused")
+    model = build_model(cfg, device="cuda", seed=0).configure(path="unfused", state_layout=state_layout)
     ids = torch.randint(0, cfg.vocab_size, (2, 40), device="cuda")
     with torch.no_grad():
         full = model(ids)
