@@ -6,7 +6,7 @@ in blocks of BLOCK_N columns, N' is a compile-time constant (one specialisation 
 power of two), only the last block is masked, and the host passes each row's alignment to the compiler. Where two
 rows back to back take fewer blocks than two rows apart (`pairs_rows`), the kernel walks them as one. A state
 stored with each head's channels contiguous (`columns`: the models' decode cache with state_layout="columns") is
-walked by a second kernel, whose tile rows are state indices: a masked strip drops whole rows, whatever N' is.
+walked with tile rows of state indices instead: a masked strip drops whole rows, whatever N' is.
 Registered as backend "triton" of the op "selective_state_update"; same arguments and results as mamba-ssm's.
 
 On CPU tensors the kernel runs in Triton's interpreter when $TRITON_INTERPRET=1 (how CI tests it).
@@ -81,18 +81,17 @@ def unavailable_reason() -> str | None:
 
 
 @functools.cache
-def _kernel(interpret: bool, columns: bool = False):
-    """The kernel (for a `columns` state or mamba-ssm's layout), jitted for the GPU or for the interpreter.
-    `triton.jit` reads $TRITON_INTERPRET when it runs, so the decision is made here, per call, and not by whatever
-    the variable was when this module was imported."""
+def _kernel(interpret: bool):
+    """The kernel, jitted for the GPU or for the interpreter. `triton.jit` reads $TRITON_INTERPRET when it runs,
+    so the decision is made here, per call, and not by whatever the variable was when this module was imported."""
     import triton
 
-    from perfmamba.ops import _state_update_kernel as body
+    from perfmamba.ops._state_update_kernel import state_update_kernel
 
     previous = os.environ.get(INTERPRET_VAR)
     os.environ[INTERPRET_VAR] = "1" if interpret else "0"
     try:
-        return triton.jit(body.state_update_columns_kernel if columns else body.state_update_kernel)
+        return triton.jit(state_update_kernel)
     finally:
         if previous is None:
             del os.environ[INTERPRET_VAR]
@@ -150,12 +149,12 @@ def pairs_rows(state: Tensor) -> bool:
 
 def columns(state: Tensor) -> bool:
     """Whether a (b, h, p, N) state is stored with the head's channels contiguous ((b, h, N, p) memory; the
-    "columns" state layout of the models' decode cache), which the columns kernel walks."""
+    "columns" state layout of the models' decode cache), which the kernel walks in tiles of state indices."""
     return state.shape[3] > 1 and state.stride(2) == 1 and state.stride(3) != 1
 
 
 def columns_config(dim: int, dstate: int) -> tuple[int, int, int]:
-    """(BLOCK_M channels, BLOCK_N state indices, num_warps) of the columns kernel: a strip of STRIP_ELEMENTS over
+    """(BLOCK_M channels, BLOCK_N state indices, num_warps) for a `columns` state: a strip of STRIP_ELEMENTS over
     STRIP_WARPS, as the row kernel's, its rows 64 channels (a 128-byte line of bf16). Not yet tuned on a GPU."""
     block_m = min(64, _next_pow2(dim))
     return block_m, min(_next_pow2(dstate), max(1, STRIP_ELEMENTS // block_m)), STRIP_WARPS
@@ -189,7 +188,7 @@ def selective_state_update_triton(
 
     Mamba-1: state (b, d, N), x/dt/z (b, d), A (d, N), B/C (b, N), D/dt_bias (d,).
     Mamba-2: state (b, h, p, N), x/dt/z (b, h, p), A (h, p, N), B/C (b, g, N), D/dt_bias (h, p).
-    A state stored with the head's channels contiguous (`columns`) is walked by the columns kernel.
+    A state stored with the head's channels contiguous (`columns`) is walked in tiles of state indices by channels.
     `config`: (BLOCK_M, BLOCK_N, num_warps) instead of `chosen_config`'s, and optionally pairs (1: a tile row is
     two state rows; 0: one) instead of `pairs_rows`'s choice, for tuning sweeps."""
     mamba2 = state.dim() == 4
@@ -228,7 +227,7 @@ def selective_state_update_triton(
     out = torch.empty_like(x)
     zero2, zero3 = (0, 0), (0, 0, 0)
     tile_rows = dim // 2 if pairs else dim
-    launch = _kernel(interpret, columns(state4))[(math.ceil(tile_rows / block_m), nheads, batch)]
+    launch = _kernel(interpret)[(math.ceil(tile_rows / block_m), nheads, batch)]
     with torch.cuda.device(state.device) if state.is_cuda else contextlib.nullcontext():
         launch(
             state4, x, dt, dt_bias if dt_bias is not None else x, A, B, C, D if D is not None else x,
@@ -238,7 +237,8 @@ def selective_state_update_triton(
             *(z.stride() if z is not None else zero3), *out.stride(),
             DSTATE=dstate, BLOCK_M=block_m, BLOCK_N=block_n, STATE_ALIGN=_alignment(state4.stride(2) * (1 + pairs)),
             PAIRS=pairs, EVEN_M=tile_rows % block_m == 0, TIE_HDIM=tie, DT_SOFTPLUS=bool(dt_softplus),
-            HAS_DT_BIAS=dt_bias is not None, HAS_D=D is not None, HAS_Z=z is not None, num_warps=warps,
+            HAS_DT_BIAS=dt_bias is not None, HAS_D=D is not None, HAS_Z=z is not None, COLUMNS=columns(state4),
+            num_warps=warps,
         )
     return out if mamba2 else out.squeeze(1)
 

@@ -105,7 +105,7 @@ def test_every_dstate(dstate):
 @interpreted
 @pytest.mark.parametrize("dstate", range(1, 129))
 def test_every_dstate_columns(dstate):
-    """The same with the state stored channels-contiguous (the columns kernel): a masked last strip of state
+    """The same with the state stored channels-contiguous (the kernel's COLUMNS path): a masked last strip of state
     indices, and dim 5 masked along the channels."""
     layout = "mamba2_tied" if dstate % 2 else "mamba1"
     args, kwargs = make_inputs(layout, 1, 2, 5, dstate, 1, seed=dstate, columns=True)
@@ -255,7 +255,7 @@ def test_default_config_follows_dstate():
 
 
 def test_columns_config():
-    """The columns kernel: rows of 64 channels (a 128-byte line in bf16), 1024 elements a strip, never more state
+    """A columns state's tiles: rows of 64 channels (a 128-byte line in bf16), 1024 elements a strip, never more state
     indices than N' rounds up to, nor more channels than the head has; a state whose rows are N' is not columns."""
     assert state_update_triton.columns_config(64, 116) == (64, 16, 2)
     assert state_update_triton.columns_config(64, 5) == (64, 8, 2)
@@ -289,7 +289,7 @@ def test_gpu_every_dstate_bf16(first):
 @pytest.mark.gpu
 @pytest.mark.parametrize("first", range(1, 129, 16))
 def test_gpu_every_dstate_columns_bf16(first):
-    """Compiled: every N' 1..128 with the state stored channels-contiguous (the columns kernel), bf16, the model's
+    """Compiled: every N' 1..128 with the state stored channels-contiguous (the kernel's COLUMNS path), bf16, the model's
     head size."""
     for dstate in range(first, first + 16):
         check(*make_inputs("mamba2_tied", 3, 4, 64, dstate, 2, seed=dstate, device="cuda", dtype=torch.bfloat16,
