@@ -130,6 +130,9 @@ def parse_probe(text: str) -> tuple[int, ...] | str:
     if at and layout != "columns":
         raise SystemExit(f"--probes takes '@columns' after a config, or nothing, got {text!r}")
     parsed = parse_configs(config, "--probes")[0]
+    if at and parsed[3:] == (1,):
+        raise SystemExit(f"--probes: a config '@columns' cannot pair rows (a state index's row is its channels), "
+                         f"got {text!r}")
     return ",".join(map(str, parsed)) + "@columns" if at else parsed
 
 

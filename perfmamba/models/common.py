@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from perfmamba import ops
+from perfmamba.checks import check_choice
 
 Path = Literal["auto", "unfused", "fused"]
 PATHS: tuple[str, ...] = ("auto", "unfused", "fused")
@@ -34,6 +35,7 @@ def state_zeros(shape: tuple[int, ...], layout: str, **kwargs) -> Tensor:
     """A zero SSM state of `shape` (..., channels, N). "rows": N contiguous, as mamba-ssm allocates it; "columns":
     stored (..., N, channels) and returned as the same-shaped view, so that every kernel and copy takes it
     unchanged and the decode kernel walks it with whole rows of channels (`state_update_triton.columns`)."""
+    check_choice("state_layout", layout, STATE_LAYOUTS)  # also a layout set on a mixer by hand
     if layout == "columns":
         return torch.zeros(*shape[:-2], shape[-1], shape[-2], **kwargs).transpose(-1, -2)
     return torch.zeros(*shape, **kwargs)

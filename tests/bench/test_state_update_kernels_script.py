@@ -74,6 +74,10 @@ def test_probes_take_configs_on_columns(tmp_path):
         script.parse_args(["--quick", "--out", str(tmp_path), "--probes", "64,32,4@rows"])
     with pytest.raises(SystemExit, match="--probes takes configs"):
         script.parse_args(["--quick", "--out", str(tmp_path), "--probes", "64,32@columns"])
+    with pytest.raises(SystemExit, match="--probes: a config '@columns' cannot pair rows"):
+        script.parse_args(["--quick", "--out", str(tmp_path), "--probes", "64,32,4,1@columns"])
+    assert script.parse_args(["--quick", "--out", str(tmp_path), "--probes", "64,32,4,0@columns"]).probes == (
+        "64,32,4,0@columns",)
 
 
 def test_kernel_section_takes_its_dstates(tmp_path):

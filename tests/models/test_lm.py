@@ -200,3 +200,6 @@ def test_configured_restores_every_path_and_backend():
     assert all(m.state_layout == "rows" for m in model.mixers)
     with pytest.raises(ValueError, match="state_layout must be one of"):
         model.configure(state_layout="cols")
+    model.mixers[0].state_layout = "cols"  # set by hand, past configure: refused where the cache is allocated
+    with pytest.raises(ValueError, match=r"state_layout must be one of \('rows', 'columns'\), got 'cols'"):
+        model.allocate_cache(1)

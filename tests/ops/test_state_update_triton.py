@@ -289,8 +289,8 @@ def test_gpu_every_dstate_bf16(first):
 @pytest.mark.gpu
 @pytest.mark.parametrize("first", range(1, 129, 16))
 def test_gpu_every_dstate_columns_bf16(first):
-    """Compiled: every N' 1..128 with the state stored channels-contiguous (the kernel's COLUMNS path), bf16, the model's
-    head size."""
+    """Compiled: every N' 1..128 with the state stored channels-contiguous (the kernel's COLUMNS path), bf16,
+    the model's head size."""
     for dstate in range(first, first + 16):
         check(*make_inputs("mamba2_tied", 3, 4, 64, dstate, 2, seed=dstate, device="cuda", dtype=torch.bfloat16,
                            columns=True))
