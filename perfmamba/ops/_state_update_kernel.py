@@ -79,9 +79,9 @@ def state_update_kernel(
         # is, so a masked last strip drops whole rows (whole cache lines) and the bytes follow N' exactly. PAIRS
         # is never set with it (the host refuses).
         dtx_c = (x * dt)[None, :]
-        # y is accumulated per element and summed over the state indices once, after the last strip: a sum per
-        # strip would cross threads (and warps) at every strip.
-        tile = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+        # y summed over each strip's state indices (across threads and warps), as the rows' y per strip below: the
+        # default tile takes every N' up to 128 in one strip.
+        acc = tl.zeros([BLOCK_M], dtype=tl.float32)
         for n0 in tl.static_range(0, DSTATE, BLOCK_N):
             offs_n = n0 + tl.arange(0, BLOCK_N)
             # One masked form for whole and tail strips: neither mask splits a 16-byte vector of channels (the
@@ -99,8 +99,7 @@ def state_update_kernel(
                 dA = tl.exp(A.to(tl.float32) * dt[None, :])
             s = s * dA + B[:, None] * dtx_c
             tl.store(ptrs, s.to(state_ptr.dtype.element_ty), mask=mask)
-            tile += s * C[:, None]  # from the fp32 state, as below
-        acc = tl.sum(tile, axis=0)
+            acc += tl.sum(s * C[:, None], axis=0)  # from the fp32 state, as below
     else:
         dtx = (x * dt)[:, None]
         if PAIRS:

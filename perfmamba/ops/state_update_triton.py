@@ -38,6 +38,8 @@ STRIP_ELEMENTS, STRIP_WARPS = 1024, 2
 # strips of 64 at N' = 128, 116, 96 and 88, both Mamba-2 shapes; at 68 and 76 two strips were 3-7% faster (H200
 # sweeps, docs/results/state_update.md, sessions 10 and 11; 77-87 not timed, 80 lies between the measured 76 and 88).
 WIDE_TILE, WIDE_FROM = (16, 128, 2), 80
+# A state stored channels-contiguous (`columns`): Mamba-1's N <= 16 by up to this many channels a tile.
+COLUMNS_TILE = 4096
 
 
 def _interpreting() -> bool:
@@ -154,10 +156,14 @@ def columns(state: Tensor) -> bool:
 
 
 def columns_config(dim: int, dstate: int) -> tuple[int, int, int]:
-    """(BLOCK_M channels, BLOCK_N state indices, num_warps) for a `columns` state: a strip of STRIP_ELEMENTS over
-    STRIP_WARPS, as the row kernel's, its rows 64 channels (a 128-byte line of bf16). Not yet tuned on a GPU."""
-    block_m = min(64, _next_pow2(dim))
-    return block_m, min(_next_pow2(dstate), max(1, STRIP_ELEMENTS // block_m)), STRIP_WARPS
+    """(BLOCK_M channels, BLOCK_N state indices, num_warps) for a `columns` state. Not yet timed on a GPU; chosen
+    from what the row tiles showed (the kernel is bound by what each thread has in flight, 32 elements a thread
+    was best): every state index up to 128 in one strip, so that a program's loads are all issued before its
+    first store (strips load after the previous strip's store), rows of at least 64 channels (a 128-byte line of
+    bf16), more channels for Mamba-1's narrow N (up to COLUMNS_TILE elements), 32 elements a thread."""
+    block_n = min(_next_pow2(dstate), 128)
+    block_m = min(_next_pow2(dim), max(64, COLUMNS_TILE // block_n))
+    return block_m, block_n, min(8, max(1, block_m * block_n // 1024))
 
 
 def chosen_config(state: Tensor) -> tuple[int, int, int, int]:

@@ -255,16 +255,21 @@ def test_default_config_follows_dstate():
 
 
 def test_columns_config():
-    """A columns state's tiles: rows of 64 channels (a 128-byte line in bf16), 1024 elements a strip, never more state
-    indices than N' rounds up to, nor more channels than the head has; a state whose rows are N' is not columns."""
-    assert state_update_triton.columns_config(64, 116) == (64, 16, 2)
-    assert state_update_triton.columns_config(64, 5) == (64, 8, 2)
-    assert state_update_triton.columns_config(1536, 16) == (64, 16, 2)
-    assert state_update_triton.columns_config(7, 128) == (8, 128, 2)
+    """A columns state's tiles: every N' up to 128 in one strip, rows of 64 channels (a 128-byte line in bf16) or
+    more where N is narrow (Mamba-1), 32 elements a thread, never more channels than the head has; a state whose
+    rows are N' is not columns."""
+    assert state_update_triton.columns_config(64, 128) == (64, 128, 8)
+    assert state_update_triton.columns_config(64, 116) == (64, 128, 8)
+    assert state_update_triton.columns_config(64, 88) == (64, 128, 8)
+    assert state_update_triton.columns_config(64, 36) == (64, 64, 4)
+    assert state_update_triton.columns_config(64, 5) == (64, 8, 1)
+    assert state_update_triton.columns_config(64, 256) == (64, 128, 8)  # two strips
+    assert state_update_triton.columns_config(1536, 16) == (256, 16, 4)  # Mamba-1
+    assert state_update_triton.columns_config(7, 128) == (8, 128, 1)
     (rows, *_), _ = make_inputs("mamba2_tied", 1, 2, 64, 116, 1, seed=0, dtype=torch.bfloat16)
     (cols, *_), _ = make_inputs("mamba2_tied", 1, 2, 64, 116, 1, seed=0, dtype=torch.bfloat16, columns=True)
     assert not state_update_triton.columns(rows) and state_update_triton.columns(cols)
-    assert state_update_triton.chosen_config(cols) == (64, 16, 2, 0)
+    assert state_update_triton.chosen_config(cols) == (64, 128, 8, 0)
 
 
 def test_chosen_config_pairs_where_the_sweep_did():
