@@ -84,10 +84,11 @@ def state_update_kernel(
         acc = tl.zeros([BLOCK_M], dtype=tl.float32)
         for n0 in tl.static_range(0, DSTATE, BLOCK_N):
             offs_n = n0 + tl.arange(0, BLOCK_N)
-            # One masked form for whole and tail strips: neither mask splits a 16-byte vector of channels (the
-            # row tiles' tail mask does, hence their two forms below).
+            # One masked form for whole and tail strips: the state-index mask never splits a 16-byte vector of
+            # channels (the row tiles' tail mask does, hence their two forms below). The channel mask would, unless
+            # the compiler knows dim's divisibility: left out where every tile is whole (EVEN_M).
             mask_n = offs_n < DSTATE
-            mask = mask_n[:, None] & mask_m[None, :]
+            mask = mask_n[:, None] if EVEN_M else mask_n[:, None] & mask_m[None, :]
             ptrs = state_ptr + offs_n[:, None] * s_sn + rows[None, :] * s_sm
             B = tl.load(B_ptr + offs_n * B_sn, mask=mask_n, other=0.0).to(tl.float32)
             C = tl.load(C_ptr + offs_n * C_sn, mask=mask_n, other=0.0).to(tl.float32)

@@ -38,7 +38,8 @@ STRIP_ELEMENTS, STRIP_WARPS = 1024, 2
 # strips of 64 at N' = 128, 116, 96 and 88, both Mamba-2 shapes; at 68 and 76 two strips were 3-7% faster (H200
 # sweeps, docs/results/state_update.md, sessions 10 and 11; 77-87 not timed, 80 lies between the measured 76 and 88).
 WIDE_TILE, WIDE_FROM = (16, 128, 2), 80
-# A state stored channels-contiguous (`columns`): Mamba-1's N <= 16 by up to this many channels a tile.
+# A state stored channels-contiguous (`columns`): where N' <= 32 (Mamba-1's N), tiles of up to this many elements
+# take more channels than 64 if the head has them (Mamba-1's d_inner).
 COLUMNS_TILE = 4096
 
 
@@ -160,7 +161,7 @@ def columns_config(dim: int, dstate: int) -> tuple[int, int, int]:
     from what the row tiles showed (the kernel is bound by what each thread has in flight, 32 elements a thread
     was best): every state index up to 128 in one strip, so that a program's loads are all issued before its
     first store (strips load after the previous strip's store), rows of at least 64 channels (a 128-byte line of
-    bf16), more channels for Mamba-1's narrow N (up to COLUMNS_TILE elements), 32 elements a thread."""
+    bf16), more where N' <= 32 and the head has them (up to COLUMNS_TILE elements), 32 elements a thread."""
     block_n = min(_next_pow2(dstate), 128)
     block_m = min(_next_pow2(dim), max(64, COLUMNS_TILE // block_n))
     return block_m, block_n, min(8, max(1, block_m * block_n // 1024))
@@ -227,6 +228,9 @@ def selective_state_update_triton(
     else:
         check_config(config)
         (block_m, block_n, warps), pairs = config[:3], bool(config[3]) if len(config) == 4 else pairs_rows(state4)
+    if pairs and columns(state4):
+        raise ValueError(f"config {config} pairs rows, which a state stored channels-contiguous does not have (its "
+                         f"tile rows are state indices), got strides {state.stride()}")
     if pairs and not _pairable(state4):
         raise ValueError(f"config {config} pairs rows, which needs contiguous rows and an even dim, got state "
                          f"{tuple(state.shape)} with strides {state.stride()}")

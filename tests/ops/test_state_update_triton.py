@@ -141,6 +141,28 @@ def test_matches_reference(case, seed):
 
 
 @interpreted
+@pytest.mark.parametrize("version", [1, 2])
+def test_model_decodes_through_the_kernel_on_either_state_layout(version):
+    """The model's decode steps through this kernel, its cache stored either way (`state_layout`), give the
+    logits of the reference kernel on mamba-ssm's layout."""
+    from perfmamba import build_model, ops
+
+    model = build_model(f"mamba{version}-tiny", seed=0)
+    ids = torch.randint(0, 256, (2, 7), generator=torch.Generator().manual_seed(version))
+
+    def decode(layout: str, kernel: str) -> torch.Tensor:
+        cache = model.configure(state_layout=layout).allocate_cache(2)
+        with torch.no_grad(), ops.use("selective_state_update", kernel):
+            steps = [model(ids[:, :3], cache=cache)[:, -1]] + [model.step(ids[:, t], cache) for t in range(3, 7)]
+        assert cache[0].ssm_state.stride(-1 if layout == "rows" else -2) == 1
+        return torch.stack(steps)
+
+    want = decode("rows", "reference")
+    for layout in ("rows", "columns"):
+        torch.testing.assert_close(decode(layout, "triton"), want, rtol=1e-4, atol=1e-4)
+
+
+@interpreted
 @pytest.mark.parametrize("config", [(1, 1, 1), (4, 32, 1), (16, 8, 2), (4, 64, 1), (2, 4, 1)])
 def test_any_block_config(config):
     """Blocks smaller than the rows or the state (several programs over dim, several strips, a masked tail)
@@ -169,7 +191,11 @@ def test_any_tile_matches_reference(case, block_m, block_n, pairs, seed):
     layout, dims, flags, dtype = case
     args, kwargs = make_inputs(layout, **dims, seed=seed, dtype=dtype, **flags)
     config = (block_m, block_n, 1, int(pairs))
-    if pairs and (dims["dim"] % 2 or flags["padded_rows"] or flags["columns"]):
+    state = args[0] if args[0].dim() == 4 else args[0].unsqueeze(1)
+    if pairs and state_update_triton.columns(state):  # stored channels-contiguous (not where N' or dim is 1)
+        with pytest.raises(ValueError, match="pairs rows, which a state stored channels-contiguous does not have"):
+            check(args, kwargs, config=config)
+    elif pairs and (dims["dim"] % 2 or flags["padded_rows"] or flags["columns"]):
         with pytest.raises(ValueError, match="pairs rows, which needs contiguous rows and an even dim"):
             check(args, kwargs, config=config)
     else:
@@ -262,6 +288,8 @@ def test_columns_config():
     assert state_update_triton.columns_config(64, 116) == (64, 128, 8)
     assert state_update_triton.columns_config(64, 88) == (64, 128, 8)
     assert state_update_triton.columns_config(64, 36) == (64, 64, 4)
+    assert state_update_triton.columns_config(64, 24) == (64, 32, 2)
+    assert state_update_triton.columns_config(1536, 24) == (128, 32, 4)  # N' <= 32: wider where the head is
     assert state_update_triton.columns_config(64, 5) == (64, 8, 1)
     assert state_update_triton.columns_config(64, 256) == (64, 128, 8)  # two strips
     assert state_update_triton.columns_config(1536, 16) == (256, 16, 4)  # Mamba-1
