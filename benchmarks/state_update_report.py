@@ -12,7 +12,7 @@ def tables(doc: dict) -> str:
         b = r[base]
         out.append(f"| {r['shape']} | {r['dstate']} | {b['median_s'] * 1e6:.1f} ({b['of_bound']:.0%}) | {t * 1e6:.1f} "
                    f"({r['triton']['of_bound']:.0%}) | {r['speedup']:.2f}x | {first[r['shape']] / t:.2f}x |")
-    probes = [b for b in (doc["kernel"][0].get("vs_probes", {}) if doc["kernel"] else {})]
+    probes = list(doc["kernel"][0].get("vs_probes", {})) if doc["kernel"] else []
     out += ["", "### Probes beside it (us; triton's time over the probe's; the probe's at the shape's first N' over "
             "its own)", "", "| shape | N' | probe | us | triton / probe | first N' / this |",
             "|---|---:|---|---:|---:|---:|"]

@@ -73,6 +73,7 @@ def state_update_kernel(
                                other=0.0).to(tl.float32)
             if DT_SOFTPLUS:
                 dt2 = tl.where(dt2 <= 20.0, tl.log(1.0 + tl.exp(dt2)), dt2)
+    acc = tl.zeros([BLOCK_M], dtype=tl.float32)  # y of each tile row (COLUMNS: of each channel)
     if COLUMNS:
         # The state stored (b, h, N, p) -- channels contiguous, passed as the (b, h, p, N) view: the tile is
         # BLOCK_N state indices by BLOCK_M channels, each tile row one contiguous stretch of channels whatever N'
@@ -81,7 +82,6 @@ def state_update_kernel(
         dtx_c = (x * dt)[None, :]
         # y summed over each strip's state indices (across threads and warps), as the rows' y per strip below: the
         # default tile takes every N' up to 128 in one strip.
-        acc = tl.zeros([BLOCK_M], dtype=tl.float32)
         for n0 in tl.static_range(0, DSTATE, BLOCK_N):
             offs_n = n0 + tl.arange(0, BLOCK_N)
             # One masked form for whole and tail strips: the state-index mask never splits a 16-byte vector of
@@ -109,7 +109,6 @@ def state_update_kernel(
         # Row offsets carry their alignment (STATE_ALIGN elements, from the host) so that a pruned N' such as 116
         # still gets vector loads: Triton only infers alignment of 16 from integer arguments by itself.
         offs = tl.multiple_of(rows * s_sm, STATE_ALIGN)
-        acc = tl.zeros([BLOCK_M], dtype=tl.float32)
         acc2 = tl.zeros([BLOCK_M], dtype=tl.float32)
         # DSTATE is a compile-time constant, so the loop unrolls and each strip knows whether it is whole: only the
         # last strip of a run that is not a multiple of BLOCK_N is masked along it, and bytes and work follow N'.

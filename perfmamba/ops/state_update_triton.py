@@ -223,12 +223,13 @@ def selective_state_update_triton(
     # Mamba-2's per-head dt and A arrive as stride-0 views over the head dimension: load one scalar per head.
     tie = (A.stride(-1) == 0 and A.stride(-2) == 0 and dt.stride(-1) == 0
            and (dt_bias is None or dt_bias.stride(-1) == 0))
+    cols = columns(state4)
     if config is None:
         block_m, block_n, warps, pairs = chosen_config(state4)
     else:
         check_config(config)
         (block_m, block_n, warps), pairs = config[:3], bool(config[3]) if len(config) == 4 else pairs_rows(state4)
-    if pairs and columns(state4):
+    if pairs and cols:
         raise ValueError(f"config {config} pairs rows, which a state stored channels-contiguous does not have (its "
                          f"tile rows are state indices), got strides {state.stride()}")
     if pairs and not _pairable(state4):
@@ -247,7 +248,7 @@ def selective_state_update_triton(
             *(z.stride() if z is not None else zero3), *out.stride(),
             DSTATE=dstate, BLOCK_M=block_m, BLOCK_N=block_n, STATE_ALIGN=_alignment(state4.stride(2) * (1 + pairs)),
             PAIRS=pairs, EVEN_M=tile_rows % block_m == 0, TIE_HDIM=tie, DT_SOFTPLUS=bool(dt_softplus),
-            HAS_DT_BIAS=dt_bias is not None, HAS_D=D is not None, HAS_Z=z is not None, COLUMNS=columns(state4),
+            HAS_DT_BIAS=dt_bias is not None, HAS_D=D is not None, HAS_Z=z is not None, COLUMNS=cols,
             num_warps=warps,
         )
     return out if mamba2 else out.squeeze(1)
