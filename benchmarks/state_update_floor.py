@@ -11,9 +11,7 @@ to read and write the same (b, h, p, N') state once:
   rows, in strips of BLOCK_N columns, the last one masked; the kernel's grid order). It stands for the kernel's
   memory pattern where the tiling has one strip; with several and a narrow last one (76, 36) this bare RMW ran
   slower than the kernel itself on an H200 (docs/results/state_update.md, session 14);
-- kernel: the decode kernel itself (backend "triton", its defaults);
-- columns: the decode kernel on the same values stored channels-contiguous (the models' state_layout="columns"),
-  whose tile rows are whole stretches of channels at any N'.
+- kernel: the decode kernel itself (backend "triton", its defaults).
 Each is also given against its own time at the widest N' timed (128): proportional cost would be N' / 128.
 Writes DIR/state_floor.json (every sample, environment, git commit) and prints a table.
 """
@@ -35,7 +33,7 @@ import triton.language as tl  # noqa: E402
 if __package__ in (None, ""):  # run as a script from a checkout: import the perfmamba beside it, and its helpers
     sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
-from state_update_inputs import MAMBA2_SHAPES, as_columns, decode_inputs, parse_dstates  # noqa: E402
+from state_update_inputs import MAMBA2_SHAPES, decode_inputs, parse_dstates  # noqa: E402
 
 from perfmamba.ops import state_update_triton as su  # noqa: E402
 from perfmamba.results import write_json  # noqa: E402
@@ -44,7 +42,6 @@ from perfmamba.timing import configure_process, time_interleaved  # noqa: E402
 DSTATES = (128, 116, 96, 88, 76, 64, 52, 36)
 SPAN_ROWS, SPAN_WARPS = 16, 4
 A, C = 0.999, 0.001  # s * A + C: every element read, changed and written
-WAYS = ("span", "tile", "kernel", "columns")
 
 
 @triton.jit
@@ -105,11 +102,6 @@ def measure(args, name: str, heads: int, headdim: int, n: int) -> dict:
                                           rtol=1e-2, atol=1e-2))
         state.copy_(before)
     calls["kernel"] = lambda: su.selective_state_update_triton(state, *rest, **kw)
-    columns = as_columns(state)
-    calls["columns"] = lambda: su.selective_state_update_triton(columns, *rest, **kw)
-    ys = [calls[k]().float() for k in ("kernel", "columns")]  # one step of each from the same values
-    agree["columns"] = bool(torch.allclose(*ys, rtol=1e-2, atol=5e-2)) and bool(
-        torch.allclose(state.float(), columns.float(), rtol=1e-2, atol=5e-2))
     samples = time_interleaved(calls, args.device, rounds=args.rounds, warmup=args.warmup)
     nbytes = 2 * state.numel() * state.element_size()
     row = {"shape": name, "dstate": n, "bytes": nbytes, "config": list(config), "rmw_agrees": agree,
@@ -125,18 +117,18 @@ def against_widest(rows: list[dict]) -> None:
     for row in rows:
         widest = max((r for r in rows if r["shape"] == row["shape"]), key=lambda r: r["dstate"])
         row["widest"] = widest["dstate"]
-        row["vs_widest"] = {k: row[k]["median_s"] / widest[k]["median_s"] for k in WAYS}
+        row["vs_widest"] = {k: row[k]["median_s"] / widest[k]["median_s"] for k in ("span", "tile", "kernel")}
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| shape | N' | bytes vs widest | span us (TB/s) | tile us | kernel us | columns us | "
-             "span / tile / kernel / columns vs widest |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| shape | N' | bytes vs widest | span us (TB/s) | tile us | kernel us | span / tile / kernel vs widest |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         v = r["vs_widest"]
         lines.append(f"| {r['shape']} | {r['dstate']} | {r['dstate'] / r['widest']:.3f} | "
                      f"{r['span']['median_s'] * 1e6:.1f} ({r['span']['bandwidth_Bps'] / 1e12:.2f}) | "
                      f"{r['tile']['median_s'] * 1e6:.1f} | {r['kernel']['median_s'] * 1e6:.1f} | "
-                     f"{r['columns']['median_s'] * 1e6:.1f} | " + " / ".join(f"{v[k]:.3f}" for k in WAYS) + " |")
+                     f"{v['span']:.3f} / {v['tile']:.3f} / {v['kernel']:.3f} |")
     return "\n".join(lines)
 
 

@@ -1,26 +1,13 @@
 """The decode step's inputs for benchmarks/state_update_kernels.py and state_update_floor.py: laid out as the
-models pass them, as the model's own call lays them out (views into the projections' outputs), the state stored
-either way; the shapes, the N' and the kernel configs they are timed at, as the command lines give them."""
+models pass them, as the model's own call lays them out (views into the projections' outputs); the shapes and the
+N' they are timed at."""
 
 from __future__ import annotations
 
-import functools
-
 import torch
-
-from perfmamba import ops
-from perfmamba.models.common import state_zeros
-from perfmamba.ops import state_update_triton
 
 # The Mamba-2 presets' decode-state shapes: (nheads, headdim), d_inner = their product.
 MAMBA2_SHAPES = {"mamba2-130m": (24, 64), "mamba2-1.3b": (64, 64)}
-# Our kernel on a state stored channels-contiguous (the models' state_layout="columns"), timed beside the others.
-COLUMNS = "triton@columns"
-
-
-def as_columns(state: torch.Tensor) -> torch.Tensor:
-    """`state`'s values in a state stored channels-contiguous: (..., N, channels) memory, the same-shaped view."""
-    return state_zeros(tuple(state.shape), "columns", device=state.device, dtype=state.dtype).copy_(state)
 
 
 def parse_dstates(value: str, flag: str) -> tuple[int, ...]:
@@ -34,13 +21,8 @@ def parse_dstates(value: str, flag: str) -> tuple[int, ...]:
     return out
 
 
-def decode_inputs(batch: int, nheads: int, headdim: int, dstate: int, device, dtype, mamba1: bool = False,
-                  columns: bool = False):
-    """One decode step's arguments as the models pass them: A, D, dt_bias fp32, activations in `dtype`; with
-    `columns` the state stored channels-contiguous (`as_columns`)."""
-    if columns:
-        (state, *rest), kwargs = decode_inputs(batch, nheads, headdim, dstate, device, dtype, mamba1)
-        return (as_columns(state), *rest), kwargs
+def decode_inputs(batch: int, nheads: int, headdim: int, dstate: int, device, dtype, mamba1: bool = False):
+    """One decode step's arguments as the models pass them: A, D, dt_bias fp32, activations in `dtype`."""
     g = torch.Generator(device="cpu").manual_seed(dstate)
 
     def randn(*shape, scale=1.0):
@@ -94,59 +76,3 @@ def state_bytes(args) -> int:
     # the state is read and written; x, B, C and y are a few per cent of it and also counted
     return 2 * state.numel() * state.element_size() + 2 * x.numel() * x.element_size() + sum(
         t.numel() * t.element_size() for t in args[4:6])
-
-
-def parse_configs(value: str, flag: str) -> list[tuple[int, ...]]:
-    """'8,128,2;8,128,2,1' -> [(8, 128, 2), (8, 128, 2, 1)]: our kernel's configs (a fourth element 1 pairs rows,
-    0 does not; without it the kernel decides), checked here."""
-    try:
-        out = [tuple(int(v) for v in c.split(",")) for c in value.split(";") if c.strip()]
-        for config in out:
-            state_update_triton.check_config(config)
-    except ValueError:
-        out = []
-    if not out:
-        raise SystemExit(f"{flag} takes configs 'BLOCK_M,BLOCK_N,warps[,pairs 0/1];...', got {value!r}")
-    return out
-
-
-def on_columns(backend: str) -> bool:
-    """Whether a backend (or probe) is timed on states stored channels-contiguous."""
-    return backend.endswith("@columns")
-
-
-def probe_name(probe) -> str:
-    if isinstance(probe, tuple):
-        return "triton[" + ",".join(map(str, probe)) + "]"
-    return f"triton[{probe.split('@')[0]}]@columns" if on_columns(probe) else probe
-
-
-def parse_probe(text: str) -> tuple[int, ...] | str:
-    """A --probes entry: a plug-in 'package.module:function' or a config 'BM,BN,W[,pairs]' of our kernel, which
-    '@columns' after it times on states stored channels-contiguous (kept as text: 'BM,BN,W@columns')."""
-    if ":" in text:
-        return text
-    config, at, layout = text.strip().partition("@")
-    if at and layout != "columns":
-        raise SystemExit(f"--probes takes '@columns' after a config, or nothing, got {text!r}")
-    parsed = parse_configs(config, "--probes")[0]
-    if at and parsed[3:] == (1,):
-        raise SystemExit(f"--probes: a config '@columns' cannot pair rows (a state index's row is its channels), "
-                         f"got {text!r}")
-    return ",".join(map(str, parsed)) + "@columns" if at else parsed
-
-
-def register_probe_backends(args) -> None:
-    """Backends for this script only: ours at each probe tile, each probe plug-in (not made what "auto" runs),
-    and "skip" (no state update: y left unwritten)."""
-    for probe in args.probes:
-        if isinstance(probe, str) and not on_columns(probe):
-            ops.plug_in("selective_state_update", probe, name=probe, activate=False)
-        else:
-            config = probe if isinstance(probe, tuple) else tuple(map(int, probe.split("@")[0].split(",")))
-            fn = functools.partial(state_update_triton.selective_state_update_triton, config=config)
-            ops.register("selective_state_update", probe_name(probe), fn,
-                         availability=state_update_triton.unavailable_reason)
-    ops.register("selective_state_update", COLUMNS, state_update_triton.selective_state_update_triton,
-                 availability=state_update_triton.unavailable_reason)
-    ops.register("selective_state_update", "skip", lambda state, x, *a, **kw: torch.empty_like(x))

@@ -20,8 +20,6 @@ Sections, each timed by CUDA-graph replay (perfmamba.timing, L2 flushed), candid
   at a tile, "triton[BM,BN,W]", or a plug-in 'package.module:function', timed in "kernel" and "chain" too), or
   "skip" (no state update: the step's other kernels alone, so that (step - skip) / layers is the decode kernel's
   cost inside the model);
-- kernel, chain and model also time "triton@columns": ours on states stored channels-contiguous (the models'
-  state_layout="columns"; mamba-ssm's kernel and the rest keep mamba-ssm's layout);
 - ssd: the prefill scan (ssd_scan) at b8 L8192, 130m shape, mamba-ssm's kernels plain and with N' zero-padded to
   a multiple of 16 ("cuda_padded", perfmamba.ops.ssd_padded).
 Writes DIR/state_update.json (every sample, environment, git commit) and prints markdown tables.
@@ -44,21 +42,7 @@ import torch  # noqa: E402
 if __package__ in (None, ""):  # run as a script from a checkout: import the perfmamba beside it, and its helpers
     sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
-from state_update_inputs import (  # noqa: E402
-    COLUMNS,
-    MAMBA2_SHAPES,
-    as_columns,
-    decode_inputs,
-    model_layout_inputs,
-    on_columns,
-    parse_configs,
-    parse_dstates,
-    parse_probe,
-    probe_name,
-    register_probe_backends,
-    state_bytes,
-    strides,
-)
+from state_update_inputs import MAMBA2_SHAPES, decode_inputs, model_layout_inputs, parse_dstates, state_bytes, strides  # noqa: E402
 from state_update_report import tables  # noqa: E402
 
 from perfmamba import build_model, ops  # noqa: E402
@@ -113,7 +97,7 @@ def kernel_section(args, device, bandwidth: float) -> list[dict]:
         for n in dstates:
             fns, inputs = {}, {}
             for backend in (args.baseline, "triton", *args.probe_backends):
-                a, kw = decode_inputs(args.batch, h, p, n, device, args.dtype, mamba1, columns=on_columns(backend))
+                a, kw = decode_inputs(args.batch, h, p, n, device, args.dtype, mamba1)
                 fn = ops.resolve("selective_state_update", backend, a[1])[1]
                 inputs[backend] = (a, kw)
                 fns[backend] = (lambda fn=fn, a=a, kw=kw: fn(*a, **kw))
@@ -203,9 +187,8 @@ def chain_section(args, device) -> list[dict]:
             fns = {}
             for backend in (args.baseline, "triton", *args.probe_backends):
                 fn = ops.resolve("selective_state_update", backend, state)[1]
-                chained = [as_columns(s) for s in states] if on_columns(backend) else states
 
-                def chain(fn=fn, states=chained, rest=rest, kw=kw):
+                def chain(fn=fn, states=states, rest=rest, kw=kw):
                     for s in states:
                         fn(s, *rest, **kw)
 
@@ -218,6 +201,23 @@ def chain_section(args, device) -> list[dict]:
                 f"{b} {s.median / layers * 1e6:.1f} us/call" for b, s in samples.items()))
             del states, fns
     return rows
+
+
+def register_probe_backends(args) -> None:
+    """Backends for this script only: ours at each probe tile, each probe plug-in (not made what "auto" runs),
+    and "skip" (no state update: y left unwritten)."""
+    for probe in args.probes:
+        if isinstance(probe, str):
+            ops.plug_in("selective_state_update", probe, name=probe, activate=False)
+        else:
+            fn = functools.partial(state_update_triton.selective_state_update_triton, config=probe)
+            ops.register("selective_state_update", probe_name(probe), fn,
+                         availability=state_update_triton.unavailable_reason)
+    ops.register("selective_state_update", "skip", lambda state, x, *a, **kw: torch.empty_like(x))
+
+
+def probe_name(probe) -> str:
+    return probe if isinstance(probe, str) else "triton[" + ",".join(map(str, probe)) + "]"
 
 
 def pruned_variants(args, preset: str, device) -> dict:
@@ -248,8 +248,7 @@ def model_section(args, device) -> list[dict]:
         token = torch.randint(0, 256, (args.batch,), device=device)
         for name, model in variants.items():
             for backend in args.model_backends:
-                with model.configured(state_layout="columns" if on_columns(backend) else "rows"):
-                    cache = model.allocate_cache(args.batch)
+                cache = model.allocate_cache(args.batch)
 
                 def step(model=model, cache=cache, backend=backend, token=token):
                     with ops.use("selective_state_update", backend):
@@ -306,6 +305,20 @@ def ssd_section(args, device) -> list[dict]:
     return rows
 
 
+def parse_configs(value: str, flag: str) -> list[tuple[int, ...]]:
+    """'8,128,2;8,128,2,1' -> [(8, 128, 2), (8, 128, 2, 1)]: our kernel's configs (a fourth element 1 pairs rows,
+    0 does not; without it the kernel decides), checked here."""
+    try:
+        out = [tuple(int(v) for v in c.split(",")) for c in value.split(";") if c.strip()]
+        for config in out:
+            state_update_triton.check_config(config)
+    except ValueError:
+        out = []
+    if not out:
+        raise SystemExit(f"{flag} takes configs 'BLOCK_M,BLOCK_N,warps[,pairs 0/1];...', got {value!r}")
+    return out
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="directory for state_update.json")
@@ -322,8 +335,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         + ",".join(map(str, KERNEL_DSTATES)) + ")")
     p.add_argument("--probes", dest="probes_arg", default=None,
                    help="kernel, chain and model sections: also time our kernel at these configs, "
-                        "'BLOCK_M,BLOCK_N,warps;...' (with '@columns' after one: on states stored "
-                        "channels-contiguous), or these plug-ins, 'package.module:function' (default: none)")
+                        "'BLOCK_M,BLOCK_N,warps;...', or these plug-ins, 'package.module:function' (default: none)")
     args = p.parse_args(argv)
     args.device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     args.dtype, args.batch, args.chunk_size, args.warmup = torch.bfloat16, 64, 256, 2
@@ -343,7 +355,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.config_dstates = (13,)
         args.presets, args.uniform, args.calib_rows, args.calib_len = ("mamba2-tiny",), (20,), 2, 32
         args.probe_dstates, args.layers = (24, 13), {"tiny": 2}
-        args.probes = ((8, 32, 1), "8,4,1@columns", "perfmamba.ops.selective_scan:selective_state_update_ref")
+        args.probes = ((8, 32, 1), "perfmamba.ops.selective_scan:selective_state_update_ref")
         args.ssd_dstates, args.ssd_batch, args.ssd_len = (24, 16), 1, 64
         args.baseline, args.ssd_baseline = "reference", "reference"
         args.ssd_padded = "reference_padded"
@@ -352,12 +364,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.configs_arg is not None:
         args.configs = tuple(parse_configs(args.configs_arg, "--configs"))
     if args.probes_arg is not None:
-        args.probes = tuple(parse_probe(p) for p in args.probes_arg.split(";") if p.strip())
+        args.probes = tuple(p if ":" in p else parse_configs(p, "--probes")[0]
+                            for p in args.probes_arg.split(";") if p.strip())
     if args.dstates_arg is not None:
         args.dstates = parse_dstates(args.dstates_arg, "--dstates")
     if args.config_dstates_arg is not None:
         args.config_dstates = parse_dstates(args.config_dstates_arg, "--config-dstates")
-    args.probe_backends = (*(probe_name(c) for c in args.probes), COLUMNS)
+    args.probe_backends = tuple(probe_name(c) for c in args.probes)
     args.model_backends = (args.baseline, "triton", "fastest", *args.probe_backends, "skip")
     args.sections = [s for s in args.sections.split(",") if s]
     unknown = set(args.sections) - set(SECTIONS)

@@ -11,12 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from perfmamba import ops
-from perfmamba.checks import check_choice
 
 Path = Literal["auto", "unfused", "fused"]
 PATHS: tuple[str, ...] = ("auto", "unfused", "fused")
-StateLayout = Literal["rows", "columns"]
-STATE_LAYOUTS: tuple[str, ...] = ("rows", "columns")
 
 
 @dataclass
@@ -24,21 +21,11 @@ class LayerCache:
     """One layer's decode state: the last d_conv conv inputs and the SSM state h."""
 
     conv_state: Tensor  # (b, conv channels, d_conv)
-    ssm_state: Tensor  # Mamba-1 (b, d_inner, N); Mamba-2 (b, nheads, headdim, N); stored as `state_zeros` says
+    ssm_state: Tensor  # Mamba-1 (b, d_inner, N); Mamba-2 (b, nheads, headdim, N)
 
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.conv_state, self.ssm_state))
-
-
-def state_zeros(shape: tuple[int, ...], layout: str, **kwargs) -> Tensor:
-    """A zero SSM state of `shape` (..., channels, N). "rows": N contiguous, as mamba-ssm allocates it; "columns":
-    stored (..., N, channels) and returned as the same-shaped view, so that every kernel and copy takes it
-    unchanged and the decode kernel walks it with whole rows of channels (`state_update_triton.columns`)."""
-    check_choice("state_layout", layout, STATE_LAYOUTS)  # also a layout set on a mixer by hand
-    if layout == "columns":
-        return torch.zeros(*shape[:-2], shape[-1], shape[-2], **kwargs).transpose(-1, -2)
-    return torch.zeros(*shape, **kwargs)
 
 
 class RMSNorm(nn.Module):
@@ -97,7 +84,6 @@ class MixerBase(nn.Module):
     production kernel (CUDA only); "auto" takes the fused kernel where mamba-ssm does (CUDA tensors, kernels
     installed, no decode cache being filled) and the unfused ops otherwise.
     `backend`: passed to every op ("auto", "reference", "cuda" or a plug-in name).
-    `state_layout`: how `allocate_cache` stores the SSM state (`state_zeros`): "rows" (mamba-ssm's) or "columns".
     """
 
     version: int
@@ -107,7 +93,6 @@ class MixerBase(nn.Module):
         super().__init__()
         self.path: Path = "auto"
         self.backend: str = "auto"
-        self.state_layout: StateLayout = "rows"
 
     def use_fused(self, hidden: Tensor, cache: LayerCache | None) -> bool:
         if self.path == "unfused":

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from perfmamba.checks import check_at_least, check_choice
-from perfmamba.models.common import PATHS, STATE_LAYOUTS, LayerCache, MixerBase, RMSNorm
+from perfmamba.models.common import PATHS, LayerCache, MixerBase, RMSNorm
 from perfmamba.models.components import span
 from perfmamba.models.config import ModelConfig, get_preset
 from perfmamba.models.mamba1 import Mamba1Mixer
@@ -89,35 +89,31 @@ class MambaLM(nn.Module):
     def mixers(self) -> list[MixerBase]:
         return [block.mixer for block in self.backbone.layers]
 
-    def configure(self, *, path: str | None = None, backend: str | None = None,
-                  state_layout: str | None = None) -> MambaLM:
-        """Choose the mixer path ("auto", "unfused", "fused"), the ops backend and the decode cache's
-        `state_layout` ("rows", "columns"; caches allocated before keep theirs) for every layer."""
+    def configure(self, *, path: str | None = None, backend: str | None = None) -> MambaLM:
+        """Choose the mixer path ("auto", "unfused", "fused") and the ops backend for every layer."""
         if path is not None:
             check_choice("path", path, PATHS)
-        if state_layout is not None:
-            check_choice("state_layout", state_layout, STATE_LAYOUTS)
         for module in self.modules():
-            if isinstance(module, MixerBase):
-                module.path = path or module.path
-                module.state_layout = state_layout or module.state_layout
+            if path is not None and isinstance(module, MixerBase):
+                module.path = path
             if backend is not None and hasattr(module, "backend"):
                 module.backend = backend
         return self
 
     @contextlib.contextmanager
-    def configured(self, *, path: str | None = None, backend: str | None = None,
-                   state_layout: str | None = None) -> Iterator[MambaLM]:
-        """`configure` for the duration of a block; every module's previous settings come back after it, also
-        when the block raises."""
-        saved = [(m, _settings(m)) for m in self.modules()]
-        self.configure(path=path, backend=backend, state_layout=state_layout)
+    def configured(self, *, path: str | None = None, backend: str | None = None) -> Iterator[MambaLM]:
+        """`configure` for the duration of a block; every module's previous path and backend come back after it,
+        also when the block raises."""
+        saved = [(m, getattr(m, "path", None), getattr(m, "backend", None)) for m in self.modules()]
+        self.configure(path=path, backend=backend)
         try:
             yield self
         finally:
-            for module, settings in saved:
-                for name, value in settings.items():
-                    setattr(module, name, value)
+            for module, old_path, old_backend in saved:
+                if isinstance(module, MixerBase):
+                    module.path = old_path
+                if hasattr(module, "backend"):
+                    module.backend = old_backend
 
     def forward(self, input_ids: Tensor, cache: list[LayerCache] | None = None, *, num_last_tokens: int = 0) -> Tensor:
         """Logits (batch, L, padded_vocab_size); of the last `num_last_tokens` positions only when > 0 (as
@@ -160,8 +156,8 @@ class MambaLM(nn.Module):
         `top_k=1` is greedy; otherwise a token is drawn (with `generator`) from the `top_k` most likely ones (0:
         the whole vocabulary) after dividing the logits by `temperature`. Padding rows of the vocabulary are never
         chosen. `cg=True` (CUDA only) runs the decode step as a CUDA graph, as mamba-ssm's `generate(..., cg=True)`
-        does: captured on the first call for a batch size (the model keeps a few, dropped when its weights, path,
-        backend or state layout change) and replayed per token, so the host's launch path leaves the loop."""
+        does: captured on the first call for a batch size (the model keeps a few, dropped when its weights, path
+        or backend change) and replayed per token, so the host's launch path leaves the loop."""
         if input_ids.dim() != 2 or input_ids.shape[1] < 1:
             raise ValueError(f"input_ids must be (batch, seqlen) with seqlen >= 1, got shape {tuple(input_ids.shape)}")
         check_at_least("max_new_tokens", max_new_tokens)
@@ -231,16 +227,10 @@ _DECODE_GRAPHS: weakref.WeakKeyDictionary[MambaLM, OrderedDict[tuple, DecodeGrap
 MAX_DECODE_GRAPHS = 4  # batch sizes kept per model
 
 
-def _settings(module: nn.Module) -> dict[str, str]:
-    """What `MambaLM.configure` sets on `module`: path, backend, state_layout, those it has."""
-    return {name: getattr(module, name) for name in ("path", "backend", "state_layout") if hasattr(module, name)}
-
-
 def _decode_graph(model: MambaLM, batch: int) -> DecodeGraph:
     """The model's captured decode step for `batch`, captured now if the model has none for what it is now (its
-    parameters' storage, paths, backends and state layouts: a graph replays the kernels and addresses it
-    captured, over a cache of its own)."""
-    setup = tuple(tuple(_settings(m).values()) for m in model.modules())
+    parameters' storage, paths and backends: a graph replays the kernels and addresses it captured)."""
+    setup = tuple((getattr(m, "path", None), getattr(m, "backend", None)) for m in model.modules())
     key = (batch, tuple(p.data_ptr() for p in model.parameters()), setup)
     graphs = _DECODE_GRAPHS.setdefault(model, OrderedDict())
     if key not in graphs:

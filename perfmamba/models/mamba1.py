@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from perfmamba import ops
-from perfmamba.models.common import LayerCache, MixerBase, init_dt_bias, state_zeros
+from perfmamba.models.common import LayerCache, MixerBase, init_dt_bias
 from perfmamba.models.components import span
 
 
@@ -164,6 +164,5 @@ class Mamba1Mixer(MixerBase):
             # (b, d, d_conv) contiguous, as mamba-ssm's Mamba allocates it: causal_conv1d_update ran 14% slower
             # on the channel-last layout Mamba-2 uses (0.089 / 0.078 ms per step for 24 layers, b64, H200).
             conv_state=torch.zeros(batch, self.d_inner, self.d_conv, device=w.device, dtype=dtype),
-            ssm_state=state_zeros((batch, self.d_inner, self.d_state), self.state_layout, device=w.device,
-                                  dtype=dtype),
+            ssm_state=torch.zeros(batch, self.d_inner, self.d_state, device=w.device, dtype=dtype),
         )

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from perfmamba import ops
-from perfmamba.models.common import GatedRMSNorm, LayerCache, MixerBase, init_dt_bias, state_zeros
+from perfmamba.models.common import GatedRMSNorm, LayerCache, MixerBase, init_dt_bias
 from perfmamba.models.components import span
 
 
@@ -158,6 +158,5 @@ class Mamba2Mixer(MixerBase):
             # Channel-last, as mamba-ssm's Mamba2 allocates it (its prefill writes the state from a channel-last xBC).
             conv_state=torch.zeros(batch, self.d_conv, self.conv1d.weight.shape[0], device=w.device,
                                    dtype=dtype).transpose(1, 2),
-            ssm_state=state_zeros((batch, self.nheads, self.headdim, self.d_state), self.state_layout,
-                                  device=w.device, dtype=dtype),
+            ssm_state=torch.zeros(batch, self.nheads, self.headdim, self.d_state, device=w.device, dtype=dtype),
         )

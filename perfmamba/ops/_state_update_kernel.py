@@ -1,5 +1,4 @@
-"""The Triton body of `state_update_triton`: one decode step, the state dimension walked in strips of BLOCK_N, in
-mamba-ssm's state layout (N contiguous) or, with COLUMNS, in one stored with each head's channels contiguous.
+"""The Triton body of `state_update_triton`: one decode step, the state dimension walked in strips of BLOCK_N.
 
 Imported only where Triton is installed. The function below is left undecorated: `state_update_triton` applies
 `triton.jit` lazily, once compiled and once interpreted, because Triton decides between the two when the
@@ -24,7 +23,7 @@ def state_update_kernel(
     o_sb, o_sh, o_sm,
     DSTATE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, STATE_ALIGN: tl.constexpr,
     PAIRS: tl.constexpr, EVEN_M: tl.constexpr, TIE_HDIM: tl.constexpr, DT_SOFTPLUS: tl.constexpr,
-    HAS_DT_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, COLUMNS: tl.constexpr,
+    HAS_DT_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
 ):
     # PAIRS: a tile row is two state rows back to back (the host's choice, `pairs_rows`): a pair of N' = 68 takes
     # three strips of 64 where two rows take four, and rows of 232 bytes (bf16 N' = 116) that start off 16-byte
@@ -73,109 +72,81 @@ def state_update_kernel(
                                other=0.0).to(tl.float32)
             if DT_SOFTPLUS:
                 dt2 = tl.where(dt2 <= 20.0, tl.log(1.0 + tl.exp(dt2)), dt2)
-    acc = tl.zeros([BLOCK_M], dtype=tl.float32)  # y of each tile row (COLUMNS: of each channel)
-    if COLUMNS:
-        # The state stored (b, h, N, p) -- channels contiguous, passed as the (b, h, p, N) view: the tile is
-        # BLOCK_N state indices by BLOCK_M channels, each tile row one contiguous stretch of channels whatever N'
-        # is, so a masked last strip drops whole rows (whole cache lines) and the bytes follow N' exactly. PAIRS
-        # is never set with it (the host refuses).
-        dtx_c = (x * dt)[None, :]
-        # y summed over each strip's state indices (across threads and warps), as the rows' y per strip below: the
-        # default tile takes every N' up to 128 in one strip.
-        for n0 in tl.static_range(0, DSTATE, BLOCK_N):
-            offs_n = n0 + tl.arange(0, BLOCK_N)
-            # One masked form for whole and tail strips: the state-index mask never splits a 16-byte vector of
-            # channels (the row tiles' tail mask does, hence their two forms below). The channel mask would, unless
-            # the compiler knows dim's divisibility: left out where every tile is whole (EVEN_M).
-            mask_n = offs_n < DSTATE
-            mask = mask_n[:, None] if EVEN_M else mask_n[:, None] & mask_m[None, :]
-            ptrs = state_ptr + offs_n[:, None] * s_sn + rows[None, :] * s_sm
-            B = tl.load(B_ptr + offs_n * B_sn, mask=mask_n, other=0.0).to(tl.float32)
-            C = tl.load(C_ptr + offs_n * C_sn, mask=mask_n, other=0.0).to(tl.float32)
-            s = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
-            if TIE_HDIM:
-                dA = dA_head
-            else:
-                A = tl.load(A_ptr + offs_n[:, None] * A_sn + rows[None, :] * A_sm, mask=mask, other=0.0)
-                dA = tl.exp(A.to(tl.float32) * dt[None, :])
-            s = s * dA + B[:, None] * dtx_c
-            tl.store(ptrs, s.to(state_ptr.dtype.element_ty), mask=mask)
-            acc += tl.sum(s * C[:, None], axis=0)  # from the fp32 state, as below
-    else:
-        dtx = (x * dt)[:, None]
-        if PAIRS:
-            dtx2 = (x2 * dt2)[:, None]
+    dtx = (x * dt)[:, None]
+    if PAIRS:
+        dtx2 = (x2 * dt2)[:, None]
 
-        # Row offsets carry their alignment (STATE_ALIGN elements, from the host) so that a pruned N' such as 116
-        # still gets vector loads: Triton only infers alignment of 16 from integer arguments by itself.
-        offs = tl.multiple_of(rows * s_sm, STATE_ALIGN)
-        acc2 = tl.zeros([BLOCK_M], dtype=tl.float32)
-        # DSTATE is a compile-time constant, so the loop unrolls and each strip knows whether it is whole: only the
-        # last strip of a run that is not a multiple of BLOCK_N is masked along it, and bytes and work follow N'.
-        # Strip k + 1 is loaded after strip k is stored (the compiler cannot tell that they do not alias), and B and C
-        # reach the tile's layout through shared memory before the state is loaded. Other orders were built and timed
-        # on an H200 and lost, or gained nothing in the model's step: the next strip's loads first (session 10), every
-        # load of the program first, a loop over rows pipelined through shared memory, and a head's rows taken as one
-        # flat run (session 12); so was a masked tail split into unmasked pieces (session 11), and B and C loaded
-        # straight into the tile's layout (session 14). No row tiling measured, TMA boxes included, moves a state of
-        # 116 columns more than 3% faster than one of 128 (session 14): only flat runs of rows do, and the arithmetic
-        # on flat runs cost more than they saved. The x, dt, z and output offsets are computed at each use: hoisted,
-        # they reordered the compiled code and cost 3% at 1.3b N' = 88.
-        # docs/results/state_update.md has the numbers.
-        for n0 in tl.static_range(0, RUN, BLOCK_N):
-            offs_c = n0 + tl.arange(0, BLOCK_N)
-            # Which row of a pair each column is in. The conditions are written out at each use: a name assigned in
-            # the loop would be a runtime value, and a strip wholly in one row needs no select.
-            second = offs_c >= DSTATE
-            if not PAIRS or n0 + BLOCK_N <= DSTATE:
-                offs_n, A_rows, dtx_n, dt_n = offs_c, rows[:, None], dtx, dt
-            elif n0 >= DSTATE:
-                offs_n, A_rows, dtx_n, dt_n = offs_c - DSTATE, rows[:, None] + 1, dtx2, dt2
+    # Row offsets carry their alignment (STATE_ALIGN elements, from the host) so that a pruned N' such as 116
+    # still gets vector loads: Triton only infers alignment of 16 from integer arguments by itself.
+    offs = tl.multiple_of(rows * s_sm, STATE_ALIGN)
+    acc = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc2 = tl.zeros([BLOCK_M], dtype=tl.float32)
+    # DSTATE is a compile-time constant, so the loop unrolls and each strip knows whether it is whole: only the
+    # last strip of a run that is not a multiple of BLOCK_N is masked along it, and bytes and work follow N'.
+    # Strip k + 1 is loaded after strip k is stored (the compiler cannot tell that they do not alias), and B and C
+    # reach the tile's layout through shared memory before the state is loaded. Other orders were built and timed
+    # on an H200 and lost, or gained nothing in the model's step: the next strip's loads first (session 10), every
+    # load of the program first, a loop over rows pipelined through shared memory, and a head's rows taken as one
+    # flat run (session 12); so was a masked tail split into unmasked pieces (session 11), and B and C loaded
+    # straight into the tile's layout (session 14). No row tiling measured, TMA boxes included, moves a state of
+    # 116 columns more than 3% faster than one of 128 (session 14): only flat runs of rows do, and the arithmetic
+    # on flat runs cost more than they saved. The x, dt, z and output offsets are computed at each use: hoisted,
+    # they reordered the compiled code and cost 3% at 1.3b N' = 88.
+    # docs/results/state_update.md has the numbers.
+    for n0 in tl.static_range(0, RUN, BLOCK_N):
+        offs_c = n0 + tl.arange(0, BLOCK_N)
+        # Which row of a pair each column is in. The conditions are written out at each use: a name assigned in
+        # the loop would be a runtime value, and a strip wholly in one row needs no select.
+        second = offs_c >= DSTATE
+        if not PAIRS or n0 + BLOCK_N <= DSTATE:
+            offs_n, A_rows, dtx_n, dt_n = offs_c, rows[:, None], dtx, dt
+        elif n0 >= DSTATE:
+            offs_n, A_rows, dtx_n, dt_n = offs_c - DSTATE, rows[:, None] + 1, dtx2, dt2
+        else:
+            offs_n = tl.where(second, offs_c - DSTATE, offs_c)
+            A_rows = rows[:, None] + second[None, :].to(tl.int32)
+            dtx_n = tl.where(second[None, :], dtx2, dtx)
+            dt_n = dt if TIE_HDIM else tl.where(second[None, :], dt2[:, None], dt[:, None])
+        ptrs = state_ptr + offs[:, None] + offs_c[None, :] * s_sn
+        A_ptrs = A_ptr + A_rows * A_sm + offs_n[None, :] * A_sn
+        if n0 + BLOCK_N <= RUN:
+            B = tl.load(B_ptr + offs_n * B_sn).to(tl.float32)
+            C = tl.load(C_ptr + offs_n * C_sn).to(tl.float32)
+            if EVEN_M:  # Triton refuses `other` without a mask, hence a load of each kind
+                mask = None
+                s = tl.load(ptrs).to(tl.float32)
+                if not TIE_HDIM:
+                    A = tl.load(A_ptrs)
             else:
-                offs_n = tl.where(second, offs_c - DSTATE, offs_c)
-                A_rows = rows[:, None] + second[None, :].to(tl.int32)
-                dtx_n = tl.where(second[None, :], dtx2, dtx)
-                dt_n = dt if TIE_HDIM else tl.where(second[None, :], dt2[:, None], dt[:, None])
-            ptrs = state_ptr + offs[:, None] + offs_c[None, :] * s_sn
-            A_ptrs = A_ptr + A_rows * A_sm + offs_n[None, :] * A_sn
-            if n0 + BLOCK_N <= RUN:
-                B = tl.load(B_ptr + offs_n * B_sn).to(tl.float32)
-                C = tl.load(C_ptr + offs_n * C_sn).to(tl.float32)
-                if EVEN_M:  # Triton refuses `other` without a mask, hence a load of each kind
-                    mask = None
-                    s = tl.load(ptrs).to(tl.float32)
-                    if not TIE_HDIM:
-                        A = tl.load(A_ptrs)
-                else:
-                    mask = mask_m[:, None]
-                    s = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
-                    if not TIE_HDIM:
-                        A = tl.load(A_ptrs, mask=mask, other=0.0)
-            else:
-                mask_n = offs_c < RUN
-                mask = mask_m[:, None] & mask_n[None, :]
-                B = tl.load(B_ptr + offs_n * B_sn, mask=mask_n, other=0.0).to(tl.float32)
-                C = tl.load(C_ptr + offs_n * C_sn, mask=mask_n, other=0.0).to(tl.float32)
+                mask = mask_m[:, None]
                 s = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
                 if not TIE_HDIM:
                     A = tl.load(A_ptrs, mask=mask, other=0.0)
-            if TIE_HDIM:
-                dA = dA_head
-            elif not PAIRS or n0 + BLOCK_N <= DSTATE or n0 >= DSTATE:
-                dA = tl.exp(A.to(tl.float32) * dt_n[:, None])
-            else:
-                dA = tl.exp(A.to(tl.float32) * dt_n)
-            s = s * dA + B[None, :] * dtx_n
-            tl.store(ptrs, s.to(state_ptr.dtype.element_ty), mask=mask)
-            # y from the fp32 state, before it is rounded to the cache's dtype (as mamba-ssm's kernel does)
-            y = s * C[None, :]
-            if not PAIRS or n0 + BLOCK_N <= DSTATE:
-                acc += tl.sum(y, axis=1)
-            elif n0 >= DSTATE:
-                acc2 += tl.sum(y, axis=1)
-            else:
-                acc += tl.sum(tl.where(second[None, :], 0.0, y), axis=1)
-                acc2 += tl.sum(tl.where(second[None, :], y, 0.0), axis=1)
+        else:
+            mask_n = offs_c < RUN
+            mask = mask_m[:, None] & mask_n[None, :]
+            B = tl.load(B_ptr + offs_n * B_sn, mask=mask_n, other=0.0).to(tl.float32)
+            C = tl.load(C_ptr + offs_n * C_sn, mask=mask_n, other=0.0).to(tl.float32)
+            s = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+            if not TIE_HDIM:
+                A = tl.load(A_ptrs, mask=mask, other=0.0)
+        if TIE_HDIM:
+            dA = dA_head
+        elif not PAIRS or n0 + BLOCK_N <= DSTATE or n0 >= DSTATE:
+            dA = tl.exp(A.to(tl.float32) * dt_n[:, None])
+        else:
+            dA = tl.exp(A.to(tl.float32) * dt_n)
+        s = s * dA + B[None, :] * dtx_n
+        tl.store(ptrs, s.to(state_ptr.dtype.element_ty), mask=mask)
+        # y from the fp32 state, before it is rounded to the cache's dtype (as mamba-ssm's kernel does)
+        y = s * C[None, :]
+        if not PAIRS or n0 + BLOCK_N <= DSTATE:
+            acc += tl.sum(y, axis=1)
+        elif n0 >= DSTATE:
+            acc2 += tl.sum(y, axis=1)
+        else:
+            acc += tl.sum(tl.where(second[None, :], 0.0, y), axis=1)
+            acc2 += tl.sum(tl.where(second[None, :], y, 0.0), axis=1)
 
     if HAS_D:
         acc += x * tl.load(D_ptr + pid_h * D_sh + rows * D_sm, mask=mask_m, other=0.0).to(tl.float32)

@@ -4,9 +4,7 @@ mamba-ssm's kernel loads the state as one block of next_power_of_2(N) columns: a
 lanes, and its rows (232 bytes) lose the 16-byte alignment its loads were vectorised for. Here the state is walked
 in blocks of BLOCK_N columns, N' is a compile-time constant (one specialisation per N', like mamba-ssm's one per
 power of two), only the last block is masked, and the host passes each row's alignment to the compiler. Where two
-rows back to back take fewer blocks than two rows apart (`pairs_rows`), the kernel walks them as one. A state
-stored with each head's channels contiguous (`columns`: the models' decode cache with state_layout="columns") is
-walked with tile rows of state indices instead: a masked strip drops whole rows, whatever N' is.
+rows back to back take fewer blocks than two rows apart (`pairs_rows`), the kernel walks them as one.
 Registered as backend "triton" of the op "selective_state_update"; same arguments and results as mamba-ssm's.
 
 On CPU tensors the kernel runs in Triton's interpreter when $TRITON_INTERPRET=1 (how CI tests it).
@@ -38,9 +36,6 @@ STRIP_ELEMENTS, STRIP_WARPS = 1024, 2
 # strips of 64 at N' = 128, 116, 96 and 88, both Mamba-2 shapes; at 68 and 76 two strips were 3-7% faster (H200
 # sweeps, docs/results/state_update.md, sessions 10 and 11; 77-87 not timed, 80 lies between the measured 76 and 88).
 WIDE_TILE, WIDE_FROM = (16, 128, 2), 80
-# A state stored channels-contiguous (`columns`): where N' <= 32 (Mamba-1's N), tiles of up to this many elements
-# take more channels than 64 if the head has them (Mamba-1's d_inner).
-COLUMNS_TILE = 4096
 
 
 def _interpreting() -> bool:
@@ -150,27 +145,8 @@ def pairs_rows(state: Tensor) -> bool:
     return math.ceil(2 * dstate / block_n) < 2 * math.ceil(dstate / block_n)
 
 
-def columns(state: Tensor) -> bool:
-    """Whether a (b, h, p, N) state is stored with the head's channels contiguous ((b, h, N, p) memory; the
-    "columns" state layout of the models' decode cache), which the kernel walks in tiles of state indices."""
-    return state.shape[3] > 1 and state.stride(2) == 1 and state.stride(3) != 1
-
-
-def columns_config(dim: int, dstate: int) -> tuple[int, int, int]:
-    """(BLOCK_M channels, BLOCK_N state indices, num_warps) for a `columns` state. Not yet timed on a GPU; chosen
-    from what the row tiles showed (the kernel is bound by what each thread has in flight, 32 elements a thread
-    was best): every state index up to 128 in one strip, so that a program's loads are all issued before its
-    first store (strips load after the previous strip's store), rows of at least 64 channels (a 128-byte line of
-    bf16), more where N' <= 32 and the head has them (up to COLUMNS_TILE elements), 32 elements a thread."""
-    block_n = min(_next_pow2(dstate), 128)
-    block_m = min(_next_pow2(dim), max(64, COLUMNS_TILE // block_n))
-    return block_m, block_n, min(8, max(1, block_m * block_n // 1024))
-
-
 def chosen_config(state: Tensor) -> tuple[int, int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps, pairs) the kernel runs a (b, h, p, N) state with when given no config."""
-    if columns(state):
-        return *columns_config(state.shape[2], state.shape[3]), 0
     pairs = pairs_rows(state)
     return *default_config(state.shape[2], state.shape[3], pairs), int(pairs)
 
@@ -195,8 +171,7 @@ def selective_state_update_triton(
 
     Mamba-1: state (b, d, N), x/dt/z (b, d), A (d, N), B/C (b, N), D/dt_bias (d,).
     Mamba-2: state (b, h, p, N), x/dt/z (b, h, p), A (h, p, N), B/C (b, g, N), D/dt_bias (h, p).
-    A state stored with the head's channels contiguous (`columns`) is walked in tiles of state indices by channels.
-    `config`: (BLOCK_M, BLOCK_N, num_warps) instead of `chosen_config`'s, and optionally pairs (1: a tile row is
+    `config`: (BLOCK_M, BLOCK_N, num_warps) instead of `default_config`'s, and optionally pairs (1: a tile row is
     two state rows; 0: one) instead of `pairs_rows`'s choice, for tuning sweeps."""
     mamba2 = state.dim() == 4
     if state.dim() not in (3, 4):
@@ -223,15 +198,11 @@ def selective_state_update_triton(
     # Mamba-2's per-head dt and A arrive as stride-0 views over the head dimension: load one scalar per head.
     tie = (A.stride(-1) == 0 and A.stride(-2) == 0 and dt.stride(-1) == 0
            and (dt_bias is None or dt_bias.stride(-1) == 0))
-    cols = columns(state4)
     if config is None:
         block_m, block_n, warps, pairs = chosen_config(state4)
     else:
         check_config(config)
         (block_m, block_n, warps), pairs = config[:3], bool(config[3]) if len(config) == 4 else pairs_rows(state4)
-    if pairs and cols:
-        raise ValueError(f"config {config} pairs rows, which a state stored channels-contiguous does not have (its "
-                         f"tile rows are state indices), got strides {state.stride()}")
     if pairs and not _pairable(state4):
         raise ValueError(f"config {config} pairs rows, which needs contiguous rows and an even dim, got state "
                          f"{tuple(state.shape)} with strides {state.stride()}")
@@ -248,8 +219,7 @@ def selective_state_update_triton(
             *(z.stride() if z is not None else zero3), *out.stride(),
             DSTATE=dstate, BLOCK_M=block_m, BLOCK_N=block_n, STATE_ALIGN=_alignment(state4.stride(2) * (1 + pairs)),
             PAIRS=pairs, EVEN_M=tile_rows % block_m == 0, TIE_HDIM=tie, DT_SOFTPLUS=bool(dt_softplus),
-            HAS_DT_BIAS=dt_bias is not None, HAS_D=D is not None, HAS_Z=z is not None, COLUMNS=cols,
-            num_warps=warps,
+            HAS_DT_BIAS=dt_bias is not None, HAS_D=D is not None, HAS_Z=z is not None, num_warps=warps,
         )
     return out if mamba2 else out.squeeze(1)
 

@@ -1,12 +1,9 @@
 """Our models against mamba-ssm's on a GPU. Skipped without CUDA or without mamba-ssm's kernels."""
 
-import contextlib
-
 import pytest
 import torch
 from gpu_checks import ATOL, RTOL, assert_matches_on_both_paths
 
-from perfmamba import ops
 from perfmamba.models import ModelConfig, build_model, load_model, save_model
 
 pytestmark = [pytest.mark.gpu, pytest.mark.mamba_ssm]
@@ -38,15 +35,11 @@ def test_matches_mamba_ssm_lm_head_model(version, d_state):
 
 
 @pytest.mark.parametrize("version", [1, 2])
-@pytest.mark.parametrize("state_layout, kernel", [("rows", None), ("columns", "triton")])
-def test_cuda_decoding_equals_parallel_forward(version, state_layout, kernel):
-    """Each decode step through the kernel "auto" picks, or on a state stored channels-contiguous through our
-    Triton kernel (the only one written for it)."""
+def test_cuda_decoding_equals_parallel_forward(version):
     cfg = CONFIGS[version]
-    model = build_model(cfg, device="cuda", seed=0).configure(path="unfused", state_layout=state_layout)
+    model = build_model(cfg, device="cuda", seed=0).configure(path="unfused")
     ids = torch.randint(0, cfg.vocab_size, (2, 40), device="cuda")
-    chosen = ops.use("selective_state_update", kernel) if kernel else contextlib.nullcontext()
-    with torch.no_grad(), chosen:
+    with torch.no_grad():
         full = model(ids)
         cache = model.allocate_cache(2)
         steps = [model(ids[:, :30], cache=cache)]

@@ -1,7 +1,7 @@
 """The Triton decode step compiled for sm_90 on any machine (no GPU needed): the row alignment the host passes
-(STATE_ALIGN) is what gives a pruned N' such as 116 vector loads and stores of the state, rows taken in pairs
-(PAIRS) get 16-byte ones, and so does a state stored channels-contiguous (COLUMNS). A subprocess: the compiler
-must not see the interpreter that other test modules may have chosen for this process."""
+(STATE_ALIGN) is what gives a pruned N' such as 116 vector loads and stores of the state, and rows taken in pairs
+(PAIRS) get 16-byte ones. A subprocess: the compiler must not see the interpreter that other test modules may have
+chosen for this process."""
 
 from __future__ import annotations
 
@@ -22,23 +22,19 @@ from triton.compiler import ASTSource
 from perfmamba.ops._state_update_kernel import state_update_kernel as fn
 
 params = list(inspect.signature(fn).parameters)
-pairs, columns = sys.argv[2] == "1", sys.argv[3] == "1"
+pairs = sys.argv[2] == "1"
 consts = dict(s_sn=1, B_sn=1, C_sn=1, DSTATE=116, BLOCK_M=8 if pairs else 16, BLOCK_N=128,
               STATE_ALIGN=int(sys.argv[1]), PAIRS=pairs, EVEN_M=True, TIE_HDIM=True, DT_SOFTPLUS=True,
-              HAS_DT_BIAS=True, HAS_D=True, HAS_Z=False, COLUMNS=columns)
-if columns:  # (b, h, 116, 64) memory: channels at stride 1, state indices at 64 (a multiple of 16)
-    del consts["s_sn"]
-    consts.update(s_sm=1, BLOCK_M=64)
+              HAS_DT_BIAS=True, HAS_D=True, HAS_Z=False)
 sig = {p: "constexpr" if p in consts else ("*bf16" if p.endswith("_ptr") else "i32") for p in params}
 sig.update(A_ptr="*fp32", D_ptr="*fp32", dt_bias_ptr="*fp32")
 # as the JIT specialises a launch at the 130m shape (64 rows of 116 a head): every pointer 16-byte aligned, the
 # batch and head strides multiples of 16 elements, the row stride (116) not
-aligned = ("s_sb", "s_sh", "s_sn") if columns else ("s_sb", "s_sh")
-attrs = {(i,): [["tt.divisibility", 16]] for i, p in enumerate(params) if p.endswith("_ptr") or p in aligned}
+attrs = {(i,): [["tt.divisibility", 16]] for i, p in enumerate(params) if p.endswith("_ptr") or p in ("s_sb", "s_sh")}
 src = ASTSource(fn=triton.jit(fn), signature=sig, constexprs={(params.index(k),): v for k, v in consts.items()},
                 attrs=attrs)
 try:
-    ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8 if columns else 2}).asm["ptx"]
+    ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 2}).asm["ptx"]
 except triton.compiler.errors.CompilationError:  # the kernel's own source: a failure, not a missing compiler
     raise
 except Exception as e:  # no CUDA backend or ptxas in this triton build
@@ -48,10 +44,10 @@ print(ptx)
 """
 
 
-def state_stores(align: int, pairs: bool = False, columns: bool = False) -> list[str]:
+def state_stores(align: int, pairs: bool = False) -> list[str]:
     """The PTX global stores of the kernel at N' = 116 (the only stores besides y's, which are 2-byte)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run([sys.executable, "-c", SCRIPT, str(align), str(int(pairs)), str(int(columns))],
+    run = subprocess.run([sys.executable, "-c", SCRIPT, str(align), str(int(pairs))],
                          env={**env, "CUDA_VISIBLE_DEVICES": ""},
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -73,11 +69,3 @@ def test_paired_rows_give_a_pruned_state_16_byte_stores():
     # vectors (at 116 unpaired, 8-byte ones at best)
     paired = state_stores(8, pairs=True)
     assert sum(".v4.b32" in s for s in paired) == 4 and not any(".v2" in s for s in paired), paired
-
-
-def test_a_columns_state_gets_16_byte_stores_at_any_dstate():
-    # stored (b, h, N', 64): a tile row is 64 channels (128 bytes), whatever N' is; [128, 64] on 256 threads stores
-    # 4 x 16 bytes a thread, the 12 masked state indices whole rows (STATE_ALIGN plays no part, nor does what the
-    # compiler knows of dim: whole tiles of channels take no channel mask)
-    columns = state_stores(1, columns=True)
-    assert sum(".v4.b32" in s for s in columns) == 4 and not any(".v2" in s for s in columns), columns

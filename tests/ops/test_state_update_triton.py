@@ -39,13 +39,10 @@ LAYOUTS = ("mamba1", "mamba2", "mamba2_tied")
 
 def make_inputs(layout: str, batch: int, heads: int, dim: int, dstate: int, groups: int, *, seed: int,
                 device: str = "cpu", dtype: torch.dtype = torch.float32, D: bool = True, z: bool = True,
-                dt_bias: bool = True, softplus: bool = True, padded_rows: bool = False,
-                columns: bool = False) -> tuple[tuple, dict]:
+                dt_bias: bool = True, softplus: bool = True, padded_rows: bool = False) -> tuple[tuple, dict]:
     """Arguments of one decode step, as the models pass them: A, D, dt_bias fp32, activations in `dtype`.
     "mamba2_tied": per-head dt, A, D, dt_bias expanded with stride 0 (the Mamba-2 model's call). `padded_rows`:
-    the state is a view whose rows are 3 elements longer than N' (strides that are not multiples of anything).
-    `columns`: the state stored with the channels contiguous (the models' state_layout="columns"), its rows over
-    the channels padded likewise."""
+    the state is a view whose rows are 3 elements longer than N' (strides that are not multiples of anything)."""
     g = torch.Generator().manual_seed(seed)
 
     def randn(*shape, scale=1.0):
@@ -59,11 +56,8 @@ def make_inputs(layout: str, batch: int, heads: int, dim: int, dstate: int, grou
 
     h = 1 if layout == "mamba1" else heads
     lead = (batch, dim) if layout == "mamba1" else (batch, h, dim)
-    pad = 3 if padded_rows else 0
-    if columns:
-        state = act(randn(*lead[:-1], dstate, dim + pad))[..., :dim].transpose(-1, -2)
-    else:
-        state = act(randn(*lead, dstate + pad))[..., :dstate]
+    full = randn(*lead, dstate + (3 if padded_rows else 0))
+    state = act(full)[..., :dstate]
     x = act(randn(*lead))
     # with softplus: dt as the model's projections give it; without: small positive steps (a negative one grows)
     step = (lambda *s: randn(*s, scale=0.5) - 2.0) if softplus else (lambda *s: torch.rand(*s, generator=g) * 0.2)
@@ -102,17 +96,6 @@ def test_every_dstate(dstate):
     check(*make_inputs(layout, 1, 2, 3, dstate, 1, seed=dstate))
 
 
-@interpreted
-@pytest.mark.parametrize("dstate", range(1, 129))
-def test_every_dstate_columns(dstate):
-    """The same with the state stored channels-contiguous (the kernel's COLUMNS path): a masked last strip of state
-    indices, and dim 5 masked along the channels."""
-    layout = "mamba2_tied" if dstate % 2 else "mamba1"
-    args, kwargs = make_inputs(layout, 1, 2, 5, dstate, 1, seed=dstate, columns=True)
-    assert state_update_triton.columns(args[0] if layout == "mamba2_tied" else args[0].unsqueeze(1)) is (dstate > 1)
-    check(args, kwargs)
-
-
 @st.composite
 def cases(draw):
     layout = draw(st.sampled_from(LAYOUTS))
@@ -122,7 +105,7 @@ def cases(draw):
     dims = dict(batch=draw(st.integers(1, 2)), heads=heads, dim=draw(st.sampled_from([1, 4, 7, 16])),
                 dstate=dstate, groups=groups)
     flags = dict(D=draw(st.booleans()), z=draw(st.booleans()), dt_bias=draw(st.booleans()),
-                 softplus=draw(st.booleans()), padded_rows=draw(st.booleans()), columns=draw(st.booleans()))
+                 softplus=draw(st.booleans()), padded_rows=draw(st.booleans()))
     return layout, dims, flags, draw(st.sampled_from([torch.float32, torch.bfloat16]))
 
 
@@ -130,36 +113,10 @@ def cases(draw):
 @settings(max_examples=60, deadline=None)
 @given(case=cases(), seed=st.integers(0, 2**31 - 1))
 @example(case=("mamba2", dict(batch=2, heads=4, dim=7, dstate=116, groups=2),
-               dict(D=False, z=False, dt_bias=False, softplus=False, padded_rows=True, columns=False),
-               torch.bfloat16), seed=0)
-@example(case=("mamba2_tied", dict(batch=2, heads=2, dim=16, dstate=116, groups=1),
-               dict(D=True, z=True, dt_bias=True, softplus=True, padded_rows=False, columns=True),
-               torch.bfloat16), seed=0)
+               dict(D=False, z=False, dt_bias=False, softplus=False, padded_rows=True), torch.bfloat16), seed=0)
 def test_matches_reference(case, seed):
     layout, dims, flags, dtype = case
     check(*make_inputs(layout, **dims, seed=seed, dtype=dtype, **flags))
-
-
-@interpreted
-@pytest.mark.parametrize("version", [1, 2])
-def test_model_decodes_through_the_kernel_on_either_state_layout(version):
-    """The model's decode steps through this kernel, its cache stored either way (`state_layout`), give the
-    logits of the reference kernel on mamba-ssm's layout."""
-    from perfmamba import build_model, ops
-
-    model = build_model(f"mamba{version}-tiny", seed=0)
-    ids = torch.randint(0, 256, (2, 7), generator=torch.Generator().manual_seed(version))
-
-    def decode(layout: str, kernel: str) -> torch.Tensor:
-        cache = model.configure(state_layout=layout).allocate_cache(2)
-        with torch.no_grad(), ops.use("selective_state_update", kernel):
-            steps = [model(ids[:, :3], cache=cache)[:, -1]] + [model.step(ids[:, t], cache) for t in range(3, 7)]
-        assert cache[0].ssm_state.stride(-1 if layout == "rows" else -2) == 1
-        return torch.stack(steps)
-
-    want = decode("rows", "reference")
-    for layout in ("rows", "columns"):
-        torch.testing.assert_close(decode(layout, "triton"), want, rtol=1e-4, atol=1e-4)
 
 
 @interpreted
@@ -175,27 +132,22 @@ def test_any_block_config(config):
 @given(case=cases(), block_m=st.sampled_from([1, 2, 4, 16]), block_n=st.sampled_from([1, 4, 16, 32, 64, 128, 256]),
        pairs=st.booleans(), seed=st.integers(0, 2**31 - 1))
 @example(case=("mamba2_tied", dict(batch=1, heads=2, dim=7, dstate=127, groups=1),
-               dict(D=True, z=True, dt_bias=True, softplus=True, padded_rows=True, columns=False), torch.bfloat16),
+               dict(D=True, z=True, dt_bias=True, softplus=True, padded_rows=True), torch.bfloat16),
          block_m=4, block_n=16, pairs=False, seed=0)  # 8 strips, the last one masked, rows masked
 @example(case=("mamba2_tied", dict(batch=1, heads=2, dim=16, dstate=116, groups=1),
-               dict(D=True, z=True, dt_bias=True, softplus=True, padded_rows=False, columns=False), torch.bfloat16),
+               dict(D=True, z=True, dt_bias=True, softplus=True, padded_rows=False), torch.bfloat16),
          block_m=8, block_n=64, pairs=True, seed=0)  # paired: strips in the first row, across both, in the second
 @example(case=("mamba1", dict(batch=2, heads=1, dim=4, dstate=12, groups=1),
-               dict(D=True, z=True, dt_bias=True, softplus=True, padded_rows=False, columns=False), torch.float32),
+               dict(D=True, z=True, dt_bias=True, softplus=True, padded_rows=False), torch.float32),
          block_m=1, block_n=16, pairs=True, seed=0)  # untied A and dt: a strip across both rows, a masked one
 def test_any_tile_matches_reference(case, block_m, block_n, pairs, seed):
-    """Any tile, rows paired or not, in any layout, the state stored either way: a strip stored at another's
-    offset, updated with another strip's B, C or A, a row block given another's x, dt, D or z, or a column given
-    the other row of its pair's, shows as a wrong state or output. Where rows cannot pair (odd dim, padded rows,
-    a channels-contiguous state) pairing is refused."""
+    """Any tile, rows paired or not, in any layout: a strip stored at another's offset, updated with another
+    strip's B, C or A, a row block given another's x, dt, D or z, or a column given the other row of its pair's,
+    shows as a wrong state or output. Where rows cannot pair (odd dim, padded rows) pairing is refused."""
     layout, dims, flags, dtype = case
     args, kwargs = make_inputs(layout, **dims, seed=seed, dtype=dtype, **flags)
     config = (block_m, block_n, 1, int(pairs))
-    state = args[0] if args[0].dim() == 4 else args[0].unsqueeze(1)
-    if pairs and state_update_triton.columns(state):  # stored channels-contiguous (not where N' or dim is 1)
-        with pytest.raises(ValueError, match="pairs rows, which a state stored channels-contiguous does not have"):
-            check(args, kwargs, config=config)
-    elif pairs and (dims["dim"] % 2 or flags["padded_rows"] or flags["columns"]):
+    if pairs and (dims["dim"] % 2 or flags["padded_rows"]):
         with pytest.raises(ValueError, match="pairs rows, which needs contiguous rows and an even dim"):
             check(args, kwargs, config=config)
     else:
@@ -280,26 +232,6 @@ def test_default_config_follows_dstate():
     assert state_update_triton.default_config(4, 36, pairs=True)[0] == 2
 
 
-def test_columns_config():
-    """A columns state's tiles: every N' up to 128 in one strip, rows of 64 channels (a 128-byte line in bf16) or
-    more where N is narrow (Mamba-1), 32 elements a thread, never more channels than the head has; a state whose
-    rows are N' is not columns."""
-    assert state_update_triton.columns_config(64, 128) == (64, 128, 8)
-    assert state_update_triton.columns_config(64, 116) == (64, 128, 8)
-    assert state_update_triton.columns_config(64, 88) == (64, 128, 8)
-    assert state_update_triton.columns_config(64, 36) == (64, 64, 4)
-    assert state_update_triton.columns_config(64, 24) == (64, 32, 2)
-    assert state_update_triton.columns_config(1536, 24) == (128, 32, 4)  # N' <= 32: wider where the head is
-    assert state_update_triton.columns_config(64, 5) == (64, 8, 1)
-    assert state_update_triton.columns_config(64, 256) == (64, 128, 8)  # two strips
-    assert state_update_triton.columns_config(1536, 16) == (256, 16, 4)  # Mamba-1
-    assert state_update_triton.columns_config(7, 128) == (8, 128, 1)
-    (rows, *_), _ = make_inputs("mamba2_tied", 1, 2, 64, 116, 1, seed=0, dtype=torch.bfloat16)
-    (cols, *_), _ = make_inputs("mamba2_tied", 1, 2, 64, 116, 1, seed=0, dtype=torch.bfloat16, columns=True)
-    assert not state_update_triton.columns(rows) and state_update_triton.columns(cols)
-    assert state_update_triton.chosen_config(cols) == (64, 128, 8, 0)
-
-
 def test_chosen_config_pairs_where_the_sweep_did():
     (state, *_), _ = make_inputs("mamba2_tied", 1, 2, 64, 68, 1, seed=0, dtype=torch.bfloat16)
     assert state_update_triton.chosen_config(state) == (16, 64, 2, 1)
@@ -320,29 +252,16 @@ def test_gpu_every_dstate_bf16(first):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("first", range(1, 129, 16))
-def test_gpu_every_dstate_columns_bf16(first):
-    """Compiled: every N' 1..128 with the state stored channels-contiguous (the kernel's COLUMNS path), bf16,
-    the model's head size."""
-    for dstate in range(first, first + 16):
-        check(*make_inputs("mamba2_tied", 3, 4, 64, dstate, 2, seed=dstate, device="cuda", dtype=torch.bfloat16,
-                           columns=True))
-
-
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_gpu_corners_in_every_layout(dtype):
     """N' at the corners in the other layouts (Mamba-1; Mamba-2 untied, without the optional inputs, padded
-    rows; both untied with the state stored channels-contiguous), and the tied Mamba-2 layout in fp32."""
+    rows), and the tied Mamba-2 layout in fp32."""
     for dstate in CORNERS:
         if dtype == torch.float32:
             check(*make_inputs("mamba2_tied", 3, 4, 64, dstate, 2, seed=dstate, device="cuda", dtype=dtype))
         check(*make_inputs("mamba1", 3, 1, 100, dstate, 1, seed=dstate, device="cuda", dtype=dtype))
         check(*make_inputs("mamba2", 2, 4, 7, dstate, 2, seed=dstate, device="cuda", dtype=dtype, D=False,
                            z=False, dt_bias=False, softplus=False, padded_rows=True))
-        for layout, dim in (("mamba1", 100), ("mamba2", 7)):  # channels-contiguous, untied, channels masked
-            check(*make_inputs(layout, 2, 1 if layout == "mamba1" else 4, dim, dstate, 1 if layout == "mamba1"
-                               else 2, seed=dstate, device="cuda", dtype=dtype, padded_rows=True, columns=True))
 
 
 @pytest.mark.gpu
