@@ -71,3 +71,14 @@ def test_kernel_section_takes_its_dstates(tmp_path):
 def test_bad_dstates_are_refused_in_one_line(flag, value, tmp_path):
     with pytest.raises(SystemExit, match=f"{flag} takes positive N' separated by commas"):
         load_script("state_update_kernels").parse_args(["--quick", "--out", str(tmp_path), flag, value])
+
+
+def test_report_leaves_out_sections_that_did_not_run():
+    """A run of some sections (`--sections kernel,model`, no probes) prints their tables and no empty ones."""
+    row = {"median_s": 2e-5, "of_bound": 0.5}
+    doc = {"config": {"baseline": "cuda"}, "kernel": [{"shape": "s", "dstate": 8, "cuda": row, "triton": row,
+                                                       "speedup": 1.0, "vs_probes": {}}],
+           "model": [], "ssd": []}
+    text = load_script("state_update_report").tables(doc)
+    assert text.startswith("### Decode kernel") and "| s | 8 | 20.0 (50%) | 20.0 (50%) | 1.00x | 1.00x |" in text
+    assert text.count("###") == 1
