@@ -9,6 +9,7 @@ def _table(title: str, columns: list[str], align: str, rows: list[str]) -> list[
 
 
 def _us(seconds: float | None) -> str:
+    """Seconds as microseconds to 0.1, or "-" where there is no time."""
     return "-" if seconds is None else f"{seconds * 1e6:.1f}"
 
 
@@ -18,7 +19,7 @@ def _kernel_rows(doc: dict, base: str) -> list[str]:
         t = r["triton"]["median_s"]
         first.setdefault(r["shape"], t)
         b = r[base]
-        out.append(f"| {r['shape']} | {r['dstate']} | {b['median_s'] * 1e6:.1f} ({b['of_bound']:.0%}) | {t * 1e6:.1f} "
+        out.append(f"| {r['shape']} | {r['dstate']} | {_us(b['median_s'])} ({b['of_bound']:.0%}) | {_us(t)} "
                    f"({r['triton']['of_bound']:.0%}) | {r['speedup']:.2f}x | {first[r['shape']] / t:.2f}x |")
     return out
 
@@ -30,7 +31,7 @@ def _probe_rows(doc: dict) -> list[str]:
         for b in probes:
             t = r[b]["median_s"]
             first.setdefault((r["shape"], b), t)
-            out.append(f"| {r['shape']} | {r['dstate']} | {b} | {t * 1e6:.1f} | {1 / r['vs_probes'][b]:.2f}x | "
+            out.append(f"| {r['shape']} | {r['dstate']} | {b} | {_us(t)} | {1 / r['vs_probes'][b]:.2f}x | "
                        f"{first[(r['shape'], b)] / t:.2f}x |")
     return out
 
@@ -48,15 +49,15 @@ def tables(doc: dict) -> str:
     out += _table("Tile sweep (us; config BLOCK_M,BLOCK_N,warps)", ["shape", "N'", *names, base],
                   "|---|---:|" + "---:|" * (len(names) + 1),
                   [f"| {r['shape']} | {r['dstate']} | "
-                   + " | ".join(f"{r['configs'][n]['median_s'] * 1e6:.1f}" for n in names)
-                   + f" | {r[base]['median_s'] * 1e6:.1f} |" for r in configs])
+                   + " | ".join(_us(r['configs'][n]['median_s']) for n in names)
+                   + f" | {_us(r[base]['median_s'])} |" for r in configs])
     out += _table("Kernel alone by call layout (us; % of the copy-bandwidth bound)",
                   ["shape", "N'", "layout", "backend", "us"], "|---|---:|---|---|---:|",
-                  [f"| {r['shape']} | {r['dstate']} | {r['layout']} | {r['backend']} | {r['median_s'] * 1e6:.1f} "
+                  [f"| {r['shape']} | {r['dstate']} | {r['layout']} | {r['backend']} | {_us(r['median_s'])} "
                    f"({r['of_bound']:.0%}) |" for r in doc.get("layout", [])])
     out += _table("Chain of one call per layer, no flush between (us per call)",
                   ["shape", "N'", "backend", "us/call"], "|---|---:|---|---:|",
-                  [f"| {r['shape']} | {r['dstate']} | {r['backend']} | {r['per_call_s'] * 1e6:.1f} |"
+                  [f"| {r['shape']} | {r['dstate']} | {r['backend']} | {_us(r['per_call_s'])} |"
                    for r in doc.get("chain", [])])
     out += _table("Model decode step, batch 64 (ms; speedup against dense on the baseline kernel; decode kernel per "
                   "layer in the step = (ms - skip ms) / layers)",
