@@ -90,8 +90,10 @@ def state_update_kernel(
     # flat run (session 12); so was a masked tail split into unmasked pieces (session 11), and B and C loaded
     # straight into the tile's layout (session 14). No row tiling measured, TMA boxes included, moves a state of
     # 116 columns more than 3% faster than one of 128 (session 14): only flat runs of rows do, and the arithmetic
-    # on flat runs cost more than they saved. The x, dt, z and output offsets are computed at each use: hoisted,
-    # they reordered the compiled code and cost 3% at 1.3b N' = 88.
+    # on flat runs cost more than they saved (sessions 12, 14, 16); a state stored channels-contiguous, whose tile
+    # rows are whole lines at any N', was 13-17% slower at 128 and 1.5-3.6% faster at 116 (session 16).
+    # The x, dt, z and output offsets are computed at each use: hoisted, they reordered the compiled code and
+    # cost 3% at 1.3b N' = 88.
     # docs/results/state_update.md has the numbers.
     for n0 in tl.static_range(0, RUN, BLOCK_N):
         offs_c = n0 + tl.arange(0, BLOCK_N)
